@@ -144,12 +144,22 @@ class Index:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=OFF")
+        self.db.executescript(SCHEMA)
         with self.transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
             if self.get_meta("schema_version") is None:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Index:
+        """A read-only view for status and progress reports (no schema changes)."""
+        self = cls.__new__(cls)
+        self.path = path
+        self._depth = 0
+        self.db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+            timeout=5,
+        )
+        return self
 
     def close(self) -> None:
         self.db.close()
@@ -278,6 +288,16 @@ class Index:
             (parent, after),
         )
 
+    def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
+        """A directory's entries with their inodes, in name order (one query)."""
+        cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
+        rows = self.db.execute(
+            f"SELECT e.name, {cols} FROM entries e JOIN inodes i ON i.ino=e.ino "
+            "WHERE e.parent=? ORDER BY e.name",
+            (parent,),
+        )
+        return [(bytes(r[0]), _inode(r[1:])) for r in rows]
+
     def has_children(self, parent: int) -> bool:
         return (
             self.db.execute("SELECT 1 FROM entries WHERE parent=? LIMIT 1", (parent,)).fetchone()
@@ -388,5 +408,10 @@ class Index:
             )
         ]
 
-    def retarget_put(self, seq: int, path: str) -> None:
-        self.db.execute("UPDATE journal SET path=? WHERE seq=?", (path, seq))
+    def drop_puts(self, ino: int) -> bool:
+        """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
+        row = self.db.execute(
+            "SELECT max(durable) FROM journal WHERE ino=? AND op='put'", (ino,)
+        ).fetchone()
+        self.db.execute("DELETE FROM journal WHERE ino=? AND op='put'", (ino,))
+        return bool(row[0])

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from chuk_artifacts import ArtifactStore
 from chuk_artifacts import NamespaceInfo as ChukNamespaceInfo
@@ -88,6 +87,27 @@ def _hashed(name: bytes) -> str:
 
 def store_path(names: list[bytes]) -> str:
     return "/" + "/".join(store_name(n, at_root=(i == 0)) for i, n in enumerate(names))
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """The libraries retry, then raise anything (RetryError, botocore errors...):
+    to callers every backend failure is StoreUnavailable, which they retry or
+    report as EIO."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (StoreUnavailable, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            raise StoreUnavailable(f"{type(e).__name__}: {e}") from e
+
+    return wrapper
 
 
 class NamespaceRecord(BaseModel):
@@ -148,6 +168,7 @@ class Storage:
 
     # -- namespaces -------------------------------------------------------
 
+    @_store_errors
     async def create_namespace(
         self,
         kind: NamespaceType,
@@ -190,15 +211,21 @@ class Storage:
         if record.ns_id in ops._namespaces:
             return
         provider_name = record.provider_type.value.replace("vfs-", "")
-        vfs = AsyncVirtualFileSystem(provider_name, **record.provider_config)
-        if not await vfs.initialize():
-            raise StoreUnavailable(f"cannot open namespace {record.ns_id}")
+        config = dict(record.provider_config)
+        if record.provider_type is ProviderType.FILESYSTEM:
+            # A missing root means lost data (or an unmounted disk), not a new namespace.
+            config["create_root"] = False
+        vfs = AsyncVirtualFileSystem(provider_name, **config)
+        await vfs.initialize()  # returns None whatever happens: check the provider
+        if not getattr(vfs.provider, "_initialized", False):
+            raise StoreUnavailable(f"cannot open namespace {record.ns_id} ({config})")
         info = ChukNamespaceInfo.model_validate_json(record.info_json)
         ops._namespaces[record.ns_id] = (vfs, info)
 
     def is_attached(self, ns_id: str) -> bool:
         return ns_id in self.store._namespace._namespaces
 
+    @_store_errors
     async def destroy_namespace(self, record: NamespaceRecord) -> None:
         """Destroy a namespace and its bytes (the library only forgets it)."""
         if not self.is_attached(record.ns_id):
@@ -224,6 +251,7 @@ class Storage:
 
     # -- bytes --------------------------------------------------------------
 
+    @_store_errors
     async def mkdirs(self, ns_id: str, path: str) -> None:
         vfs = self.vfs(ns_id)
         parts = [p for p in path.split("/") if p]
@@ -235,6 +263,7 @@ class Storage:
             if not await vfs.mkdir(cur) and not await vfs.is_dir(cur):
                 raise StoreUnavailable(f"mkdir {cur} failed in {ns_id}")
 
+    @_store_errors
     async def put(self, ns_id: str, path: str, source: Path, durable: bool = False) -> str:
         """Stream a local file to `path`, atomically replacing it; return its sha256."""
         vfs = self.vfs(ns_id)
@@ -276,8 +305,17 @@ class Storage:
 
         await asyncio.to_thread(sync)
 
+    @_store_errors
     async def get(self, ns_id: str, path: str, dest: Path) -> bool:
         """Stream `path` into the local file `dest`; False if it does not exist."""
+        local = self._local_path(ns_id, path)
+        if local is not None:
+            # The filesystem provider's stream_read reads the whole file into
+            # memory first; copy its host file instead (bounded memory).
+            if not await asyncio.to_thread(local.is_file):
+                return False
+            await asyncio.to_thread(shutil.copyfile, local, dest)
+            return True
         vfs = self.vfs(ns_id)
         if not await vfs.is_file(path):
             return False
@@ -286,9 +324,11 @@ class Storage:
                 await asyncio.to_thread(out.write, chunk)
         return True
 
+    @_store_errors
     async def exists(self, ns_id: str, path: str) -> bool:
         return bool(await self.vfs(ns_id).exists(path))
 
+    @_store_errors
     async def remove(self, ns_id: str, path: str) -> None:
         """Remove a file or a whole directory tree; a missing path is fine."""
         local = self._local_path(ns_id, path)
@@ -303,6 +343,7 @@ class Storage:
         elif await vfs.exists(path) and not await vfs.rm(path):
             raise StoreUnavailable(f"removing {path} in {ns_id} failed")
 
+    @_store_errors
     async def move(self, ns_id: str, src: str, dst: str) -> None:
         """Rename, replacing `dst`. Re-running after a crash is harmless."""
         vfs = self.vfs(ns_id)
@@ -314,12 +355,14 @@ class Storage:
         if not await vfs.mv(src, dst):
             raise StoreUnavailable(f"moving {src} to {dst} in {ns_id} failed")
 
+    @_store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:
         vfs = self.vfs(ns_id)
         await self.mkdirs(ns_id, path.rsplit("/", 1)[0])
         if not await vfs.write_file(path, data):
             raise StoreUnavailable(f"writing {path} in {ns_id} failed")
 
+    @_store_errors
     async def read_small(self, ns_id: str, path: str) -> bytes | None:
         vfs = self.vfs(ns_id)
         if not await vfs.is_file(path):
@@ -336,11 +379,3 @@ def _remove_local(local: Path) -> None:
     sidecar = local.with_name(local.name + ".meta")
     if sidecar.exists():
         sidecar.unlink()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def dump_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True).encode()

@@ -1,0 +1,102 @@
+"""The local data cache: one host file per (inode, generation).
+
+A file's content generation is immutable once sealed: writes go to a new work
+generation (a copy, or empty after O_TRUNC), and sealing makes the work file
+the content. Uploads read sealed files while writers move on, and a crash
+falls back to the last sealed generation. Clean generations (already in the
+store) may be evicted to keep the cache within its budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class DataCache:
+    def __init__(self, root: Path, budget_bytes: int) -> None:
+        self.root = root
+        self.budget = budget_bytes
+        root.mkdir(parents=True, exist_ok=True)
+        self.empty = root / "empty"
+        self.empty.touch()
+
+    def path(self, ino: int, gen: int) -> Path:
+        return self.root / f"{ino}.{gen}"
+
+    def part_path(self, ino: int, gen: int) -> Path:
+        return self.root / f"{ino}.{gen}.part"
+
+    def has(self, ino: int, gen: int) -> bool:
+        return gen == 0 or self.path(ino, gen).exists()
+
+    def source(self, ino: int, gen: int) -> Path:
+        """The host file holding generation `gen` (gen 0 is the empty file)."""
+        return self.empty if gen == 0 else self.path(ino, gen)
+
+    def start_work(self, ino: int, gen: int, base_gen: int, keep: int | None) -> int:
+        """Create work generation `gen` from `base_gen`, keeping its first `keep` bytes.
+
+        keep=None copies everything. Returns an O_RDWR fd on the work file.
+        """
+        fd = os.open(self.path(ino, gen), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        if base_gen and keep != 0:
+            with open(self.path(ino, base_gen), "rb") as src:
+                count = os.fstat(src.fileno()).st_size if keep is None else keep
+                copied = 0
+                while copied < count:
+                    n = os.copy_file_range(src.fileno(), fd, count - copied, copied, copied)
+                    if n == 0:
+                        break
+                    copied += n
+        return fd
+
+    def drop(self, ino: int, gen: int) -> None:
+        if gen:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(ino, gen).unlink()
+
+    def drop_all(self, ino: int) -> None:
+        for p in self.root.glob(f"{ino}.*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def recover(self, content_gens: dict[int, int]) -> None:
+        """After a restart keep only each inode's sealed content generation."""
+        for p in self.root.iterdir():
+            if p == self.empty:
+                continue
+            parts = p.name.split(".")
+            keep = (
+                len(parts) == 2
+                and parts[0].isdigit()
+                and parts[1].isdigit()
+                and content_gens.get(int(parts[0])) == int(parts[1])
+            )
+            if not keep:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    def usage(self) -> int:
+        total = 0
+        for p in self.root.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_blocks * 512
+        return total
+
+    def eviction_candidates(self) -> list[tuple[int, int, Path]]:
+        """(ino, gen, path) of cached generations, least recently used first."""
+        found: list[tuple[float, int, int, Path]] = []
+        for p in self.root.iterdir():
+            parts = p.name.split(".")
+            if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                found.append((max(st.st_atime, st.st_mtime), int(parts[0]), int(parts[1]), p))
+        found.sort()
+        return [(ino, gen, p) for _, ino, gen, p in found]

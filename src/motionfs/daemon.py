@@ -1,0 +1,279 @@
+"""The mount daemon: checks, start-up, the trio main loop, and a clean exit.
+
+Start-up refuses clearly (SetupError, one line) before touching anything:
+no /dev/fuse or fusermount3, an unwritable store, a mountpoint that is busy
+or not empty, a store already served by another daemon. On unmount the
+daemon seals open files and drains the journal before it exits, so
+`motionfs umount` means "everything is in the store".
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyfuse3
+import trio
+from pydantic import BaseModel
+
+from .bridge import AsyncioBridge
+from .cache import DataCache
+from .errors import SetupError
+from .fs import Operations
+from .index import Index
+from .journal import Journal
+from .storage import Storage
+from .tree import Tree, TreeConfig
+
+log = logging.getLogger("motionfs")
+
+INDEX_FILE = "index.sqlite"
+LOCK_FILE = "lock"
+LOG_FILE = "motionfs.log"
+EVICT_INTERVAL = 10.0
+
+
+class MountOptions(BaseModel):
+    mountpoint: Path
+    store: Path
+    user: str
+    allow_other: bool = False
+    cache_size: int = 10 << 30
+    io_timeout: float = 30.0
+    attr_timeout: float = 1.0
+
+
+class MountRecord(BaseModel):
+    """What `motionfs status` and `umount` know about a running daemon."""
+
+    pid: int
+    mountpoint: str
+    store: str
+    user: str
+    started_at: float
+
+
+def registry_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "motionfs" / "mounts"
+
+
+def registry_file(mountpoint: Path) -> Path:
+    key = str(mountpoint.resolve()).replace("/", "%")
+    return registry_dir() / f"{key}.json"
+
+
+def mounted_points() -> set[str]:
+    with open("/proc/mounts") as f:
+        return {line.split()[1] for line in f}
+
+
+def check_environment(opts: MountOptions) -> None:
+    """Refuse to start, with a line that says what to do, before touching anything."""
+    if not os.path.exists("/dev/fuse"):
+        raise SetupError("/dev/fuse is missing: load the fuse module (modprobe fuse) "
+                         "or run the container with --device /dev/fuse")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise SetupError("/dev/fuse is not readable and writable by this user")
+    if shutil.which("fusermount3") is None:
+        raise SetupError("fusermount3 is not installed: apt-get install fuse3")
+    mp = opts.mountpoint
+    if not mp.is_dir():
+        raise SetupError(f"mountpoint {mp} does not exist or is not a directory: mkdir -p {mp}")
+    if str(mp.resolve()) in mounted_points():
+        raise SetupError(f"{mp} is already a mount point: unmount it first "
+                         f"(motionfs umount {mp})")
+    try:
+        if any(mp.iterdir()):
+            raise SetupError(f"mountpoint {mp} is not empty: use an empty directory")
+    except PermissionError as e:
+        raise SetupError(f"cannot read mountpoint {mp}: {e.strerror}") from e
+    if not os.access(mp, os.W_OK | os.X_OK):
+        raise SetupError(f"mountpoint {mp} is not writable by this user")
+    store = opts.store
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = store / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SetupError(f"store {store} is not writable: {e.strerror}") from e
+    if opts.allow_other and os.getuid() != 0 and not _fuse_allows_other():
+        raise SetupError("--allow-other needs 'user_allow_other' in /etc/fuse.conf")
+
+
+def _fuse_allows_other() -> bool:
+    try:
+        with open("/etc/fuse.conf") as f:
+            return any(line.strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
+
+
+def lock_store(store: Path) -> int:
+    """One daemon per store: an exclusive flock held for the daemon's life."""
+    fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SetupError(
+                f"store {store} is in use by another motionfs daemon (pid {owner}); "
+                "unmount that drive first"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def setup_logging(store: Path, foreground: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fh = logging.FileHandler(store / LOG_FILE)
+    fh.setFormatter(fmt)
+    root.addHandler(fh)
+    if foreground:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        sh.setLevel(logging.WARNING)
+        root.addHandler(sh)
+    for noisy in ("chuk_artifacts", "chuk_virtual_fs", "chuk_sessions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Daemon:
+    def __init__(self, opts: MountOptions) -> None:
+        self.opts = opts
+        self.bridge = AsyncioBridge()
+        self.index = Index(opts.store / INDEX_FILE)
+        sandbox = self.index.get_meta("sandbox_id")
+        if sandbox is None:
+            sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
+            with self.index.transaction():
+                self.index.set_meta("sandbox_id", sandbox)
+        self.storage = Storage(opts.store / "data", sandbox)
+        self.cache = DataCache(opts.store / "cache", opts.cache_size)
+        self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
+        self.tree = Tree(
+            self.index, self.storage, self.bridge, self.journal, self.cache,
+            TreeConfig(user=opts.user, uid=os.getuid(), gid=os.getgid(),
+                       io_timeout=opts.io_timeout),
+        )
+
+    def prepare(self) -> None:
+        self.bridge.run(self.storage.start)
+        self.tree.ensure_layout()
+        self.tree.recover()
+
+    def mount(self) -> None:
+        options = set(pyfuse3.default_options)
+        options |= {"fsname=motionfs", "subtype=motionfs", "default_permissions"}
+        if self.opts.allow_other:
+            options.add("allow_other")
+        ops = Operations(self.tree, attr_timeout=self.opts.attr_timeout)
+        pyfuse3.init(ops, str(self.opts.mountpoint), options)
+
+    async def serve(self, ready_fd: int | None) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.journal.run, nursery)
+            nursery.start_soon(self._evict_forever)
+            nursery.start_soon(self._stop_on_signal)
+            if ready_fd is not None:
+                os.write(ready_fd, b"ok\n")
+                os.close(ready_fd)
+            log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
+            await pyfuse3.main()
+            log.info("unmounted; flushing %d pending store operations",
+                     self.index.pending_count())
+            await self.tree.flush_all()
+            await self.journal.drain_all()
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal %d: unmounting", signum)
+                pyfuse3.terminate()
+                return
+
+    async def _evict_forever(self) -> None:
+        while True:
+            await trio.sleep(EVICT_INTERVAL)
+            usage = await trio.to_thread.run_sync(self.cache.usage)
+            self.tree.evict(usage)
+
+    def close(self) -> None:
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception:
+            log.exception("pyfuse3.close failed")
+        self.bridge.run(self.storage.stop)
+        self.bridge.close()
+        self.index.close()
+
+
+def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> int:
+    """Serve the mount until it is unmounted. Returns the process exit status."""
+    check_environment(opts)
+    lock_fd = lock_store(opts.store)
+    setup_logging(opts.store, foreground)
+    daemon = Daemon(opts)
+    daemon.prepare()
+    # Resolve paths before mounting: a stat of our own mountpoint from the
+    # daemon thread would wait for the loop that is not running yet.
+    record = registry_file(opts.mountpoint)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    info = MountRecord(
+        pid=os.getpid(), mountpoint=str(opts.mountpoint.resolve()), store=str(opts.store.resolve()),
+        user=opts.user, started_at=time.time(),
+    )
+    daemon.mount()
+    record.write_text(info.model_dump_json())
+    try:
+        trio.run(daemon.serve, ready_fd)
+    finally:
+        daemon.close()
+        record.unlink(missing_ok=True)
+        os.close(lock_fd)
+        log.info("daemon exited")
+    return 0
+
+
+def read_records() -> list[MountRecord]:
+    out = []
+    directory = registry_dir()
+    if not directory.is_dir():
+        return out
+    for f in sorted(directory.glob("*.json")):
+        try:
+            rec = MountRecord.model_validate(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+        if _alive(rec.pid):
+            out.append(rec)
+        else:
+            f.unlink(missing_ok=True)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

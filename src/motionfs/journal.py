@@ -1,0 +1,191 @@
+"""The persisted journal of store operations, applied in order per namespace.
+
+Metadata changes commit to the index together with the store work they imply
+(put a file, make or remove a directory, move, destroy a namespace). Workers
+apply each namespace's journal strictly in order, so replaying it after a
+crash, or after the backend comes back, converges the store on the index.
+Every operation is idempotent. fsync waits here for its own entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from enum import Enum
+
+import trio
+
+from .bridge import AsyncioBridge
+from .cache import DataCache
+from .errors import StoreUnavailable
+from .index import Index, JournalEntry
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+MAX_PARALLEL_NAMESPACES = 4
+
+
+class Op(str, Enum):
+    PUT = "put"  # ino's sealed content -> path
+    MKDIR = "mkdir"  # path
+    REMOVE = "remove"  # path (file or tree)
+    MOVE = "move"  # path -> path2
+    WRITE = "write"  # small file: path2 holds the text
+    DESTROY = "destroy"  # the whole namespace
+
+
+class Journal:
+    def __init__(self, index: Index, storage: Storage, bridge: AsyncioBridge, cache: DataCache):
+        self.index = index
+        self.storage = storage
+        self.bridge = bridge
+        self.cache = cache
+        self._wake = trio.Event()
+        self._running: set[str] = set()
+        self._progress = trio.Event()  # set (and replaced) whenever an entry finishes
+        self._limiter = trio.CapacityLimiter(MAX_PARALLEL_NAMESPACES)
+        self.errors: dict[str, str] = {}
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Start a worker for every namespace with pending entries, forever."""
+        while True:
+            for ns_id in self.index.pending_namespaces():
+                if ns_id not in self._running:
+                    self._running.add(ns_id)
+                    nursery.start_soon(self._worker, ns_id)
+            await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def _worker(self, ns_id: str) -> None:
+        try:
+            async with self._limiter:
+                while (entry := self.index.next_op(ns_id)) is not None:
+                    await self._apply_with_retry(entry)
+        finally:
+            self._running.discard(ns_id)
+            self._notify()
+            self.kick()
+
+    async def _apply_with_retry(self, entry: JournalEntry) -> None:
+        attempts = entry.attempts
+        while True:
+            try:
+                await self._apply(entry)
+            except (StoreUnavailable, OSError) as e:
+                attempts += 1
+                delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
+                msg = f"{entry.op} {entry.path or ''} in {entry.ns_id}: {e}"
+                log.warning("store operation failed (attempt %d, retry in %.1fs): %s",
+                            attempts, delay, msg)
+                self.errors[entry.ns_id] = msg
+                with self.index.transaction():
+                    self.index.fail_op(entry.seq, str(e))
+                self._notify()
+                await trio.sleep(delay)
+                continue
+            except Exception:
+                log.exception("dropping journal entry %s that cannot be applied", entry)
+            self.errors.pop(entry.ns_id, None)
+            with self.index.transaction():
+                self.index.finish_op(entry.seq)
+            self._notify()
+            return
+
+    async def _apply(self, e: JournalEntry) -> None:
+        ns = e.ns_id
+        op = Op(e.op)
+        if op is Op.DESTROY:
+            record = self.index.namespace(ns)
+            if record is not None:
+                await self.bridge.call(self.storage.destroy_namespace, record)
+                with self.index.transaction():
+                    self.index.remove_namespace(ns)
+            return
+        if not self.storage.is_attached(ns):
+            record = self.index.namespace(ns)
+            if record is None:
+                log.warning("journal entry for unknown namespace %s skipped", ns)
+                return
+            await self.bridge.call(self.storage.attach, record)
+        assert e.path is not None
+        if op is Op.PUT:
+            await self._put(e)
+        elif op is Op.MKDIR:
+            await self.bridge.call(self.storage.mkdirs, ns, e.path)
+        elif op is Op.REMOVE:
+            await self.bridge.call(self.storage.remove, ns, e.path)
+        elif op is Op.MOVE:
+            assert e.path2 is not None
+            await self.bridge.call(self.storage.move, ns, e.path, e.path2)
+        elif op is Op.WRITE:
+            assert e.path2 is not None
+            await self.bridge.call(self.storage.write_small, ns, e.path, e.path2.encode())
+
+    async def _put(self, e: JournalEntry) -> None:
+        assert e.ino is not None and e.path is not None
+        inode = self.index.get(e.ino)
+        if inode is None:
+            return  # deleted since: a later entry removes the path
+        gen = inode.content_gen
+        source = self.cache.source(e.ino, gen)
+        if not source.exists():
+            # Superseded by a newer generation (which has its own entry), or lost.
+            puts = self.index.pending_puts(e.ino)
+            if puts and puts[-1][0] > e.seq:
+                return
+            log.error("content of inode %d generation %d is missing; not uploaded", e.ino, gen)
+            return
+        digest = await self.bridge.call(self.storage.put, e.ns_id, e.path, source, e.durable)
+        current = self.index.get(e.ino)
+        if current is not None and current.content_gen == gen:
+            with self.index.transaction():
+                self.index.update(e.ino, stored_gen=gen, sha256=digest)
+
+    # -- waiting ----------------------------------------------------------------
+
+    async def wait_for(self, ns_id: str, seq: int, timeout: float) -> None:
+        """Wait until entry `seq` (and all before it in ns_id) is applied."""
+        self.kick()
+        with trio.move_on_after(timeout) as scope:
+            while True:
+                entry = self.index.next_op(ns_id)
+                if entry is None or entry.seq > seq:
+                    return
+                await self._progress.wait()
+        if scope.cancelled_caught:
+            raise StoreUnavailable(
+                self.errors.get(ns_id, f"store did not acknowledge within {timeout:.0f}s")
+            )
+
+    async def wait_for_uploads(self, ino: int, timeout: float) -> None:
+        """Wait until no upload of `ino` is pending (newer ones replace older)."""
+        self.kick()
+        with trio.move_on_after(timeout) as scope:
+            while self.index.pending_puts(ino):
+                await self._progress.wait()
+        if scope.cancelled_caught:
+            inode = self.index.get(ino)
+            ns = inode.ns_id if inode is not None else None
+            raise StoreUnavailable(
+                self.errors.get(ns or "", f"store did not acknowledge within {timeout:.0f}s")
+            )
+
+    async def drain(self, ns_id: str, timeout: float) -> None:
+        last = self.index.last_seq(ns_id)
+        if last is not None:
+            await self.wait_for(ns_id, last, timeout)
+
+    async def drain_all(self, timeout: float = math.inf) -> None:
+        self.kick()
+        with trio.move_on_after(timeout):
+            while self.index.pending_count():
+                await self._progress.wait()
