@@ -270,10 +270,10 @@ def read_records() -> list[MountRecord]:
 
 
 def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie waiting for its parent has exited)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ("Z", "X")

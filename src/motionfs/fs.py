@@ -187,7 +187,7 @@ class Operations(pyfuse3.Operations):
 
     @translated
     async def opendir(self, inode: int, ctx: Any) -> int:
-        listing = self.tree.listing(inode)
+        listing = self.tree.listing_with_dots(inode)
         dh = self._next_dh
         self._next_dh += 1
         self._dir_handles[dh] = (inode, listing)
@@ -200,7 +200,8 @@ class Operations(pyfuse3.Operations):
             name, node = listing[i]
             if not pyfuse3.readdir_reply(token, name, self.entry(node), i + 1):
                 return
-            self.tree.remember(node.ino)
+            if name not in (b".", b".."):  # the kernel counts no lookup for these
+                self.tree.remember(node.ino)
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)

@@ -331,7 +331,7 @@ class Tree:
             await self._truncate(inode, size, t)
         if mode is not None:
             self._refuse_layout_change(inode)
-            changes["mode"] = (inode.mode & stat.S_IFMT) | (mode & 0o7777)
+            changes["mode"] = stat.S_IFMT(inode.mode) | (mode & 0o7777)
         if uid is not None and uid != inode.uid:
             changes["uid"] = uid
         if gid is not None and gid != inode.gid:
@@ -681,6 +681,12 @@ class Tree:
             raise FsError(errno.ENOTDIR)
         entries = self.index.listing(ino)
         return [(name, self._overlay(node)) for name, node in entries]
+
+    def listing_with_dots(self, ino: int) -> list[tuple[bytes, Inode]]:
+        entries = self.listing(ino)
+        links = self.index.parents(ino)
+        parent = self.stat(links[0][0]) if links else self.stat(ino)
+        return [(b".", self.stat(ino)), (b"..", parent), *entries]
 
     def _overlay(self, inode: Inode) -> Inode:
         of = self.open_files.get(inode.ino)
