@@ -62,8 +62,15 @@ class Drive:
                     (self.path / scope / area).mkdir(exist_ok=True)
             return
         cmd = [
-            sys.executable, "-m", "motionfs", "mount", str(self.path),
-            "--store", str(self.store), "--foreground", *self.args,
+            sys.executable,
+            "-m",
+            "motionfs",
+            "mount",
+            str(self.path),
+            "--store",
+            str(self.store),
+            "--foreground",
+            *self.args,
         ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -72,7 +79,9 @@ class Drive:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"motionfs exited with {self.proc.returncode}: {err}\n{self.log}")
+                raise RuntimeError(
+                    f"motionfs exited with {self.proc.returncode}: {err}\n{self.log}"
+                )
             if is_mounted(self.path) and (self.path / "projects").is_dir():
                 return
             time.sleep(0.05)
@@ -86,7 +95,9 @@ class Drive:
         if is_mounted(self.path):
             subprocess.run(
                 [sys.executable, "-m", "motionfs", "umount", str(self.path)],
-                check=True, capture_output=True, timeout=timeout,
+                check=True,
+                capture_output=True,
+                timeout=timeout,
             )
         if self.proc is not None:
             self.proc.wait(timeout=timeout)

@@ -267,6 +267,7 @@ def test_metadata_changes_survive_kill(drive: Drive, project: Path) -> None:
     assert os.getxattr(project / "final.txt", "user.note") == b"approved\x00by\xffeditor"
     assert os.getxattr(scenes, "user.note") == b"dir note"
     assert (project / "final.txt").read_bytes() == b"draft"
+    assert sorted(os.listdir(project / "scenes")) == ["intro", "moved"]
     assert sorted(os.listdir(project)) == sorted(
         ["dangling-link", "final.txt", "old.txt", "render.sh", "scenes", "title-link"]
     )

@@ -8,7 +8,9 @@ compares. A few fds stay open across operations, so a file is often written thro
 read through another, or renamed while open. The drive is remounted halfway and at the end, and
 every file is verified after each remount. A failure names the seed; replay it with
 
-    MOTIONFS_MODEL_SEED=<seed> MOTIONFS_MODEL_OPS=<ops> scripts/test tests/test_model.py
+    MOTIONFS_MODEL_SEED=<seed> MOTIONFS_MODEL_OPS=<ops> scripts/test tests/test_model.py -k random
+
+(MOTIONFS_MODEL_HISTORY=<n> quotes more than the last 20 operations in the message.)
 
 A hypothesis state machine runs the same operations in short derandomized sequences that
 shrink to a minimal failing example; it complements the long seeded loop.

@@ -458,9 +458,9 @@ def test_unlink_while_iterating_directory(project: Path) -> None:
     os.rmdir(d)
 
 
-def test_readdir_lists_entries_dot_and_dotdot(project: Path) -> None:
-    """readdir returns every entry with the right d_type plus `.` and `..`, which
-    resolve to the directory itself and its parent."""
+def test_readdir_lists_entries_with_types(project: Path) -> None:
+    """readdir returns every entry once with the right d_type; `.` and `..` resolve to
+    the directory itself and its parent."""
     d = project / "dir"
     os.mkdir(d)
     write_file(d / "file", b"x")
@@ -473,11 +473,21 @@ def test_readdir_lists_entries_dot_and_dotdot(project: Path) -> None:
             for e in it
         }
     assert kinds == {"file": "file", "sub": "dir", "link": "link"}
-    out = subprocess.run(["ls", "-a1", str(d)], capture_output=True, text=True, check=True)
-    assert sorted(out.stdout.splitlines()) == [".", "..", "file", "link", "sub"]
     assert os.stat(d / ".").st_ino == os.stat(d).st_ino
     assert os.stat(d / "..").st_ino == os.stat(project).st_ino
     assert os.stat(d / "sub" / "..").st_ino == os.stat(d).st_ino
+    top = subprocess.run(["ls", "-A1", str(project)], capture_output=True, text=True, check=True)
+    assert top.stdout.splitlines() == ["dir"]
+
+
+def test_readdir_returns_dot_and_dotdot(project: Path) -> None:
+    """The raw readdir stream (seen by `ls -a`) contains `.` and `..` like a local disk's,
+    in subdirectories and at the project top."""
+    d = project / "dir"
+    os.mkdir(d)
+    write_file(d / "file", b"x")
+    out = subprocess.run(["ls", "-a1", str(d)], capture_output=True, text=True, check=True)
+    assert sorted(out.stdout.splitlines()) == [".", "..", "file"]
     top = subprocess.run(["ls", "-a1", str(project)], capture_output=True, text=True, check=True)
     assert sorted(top.stdout.splitlines()) == [".", "..", "dir"]
 

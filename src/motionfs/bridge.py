@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -52,10 +53,8 @@ class AsyncioBridge:
         token = trio.lowlevel.current_trio_token()
 
         def wake(_: concurrent.futures.Future[T]) -> None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
 
         fut.add_done_callback(wake)
         try:

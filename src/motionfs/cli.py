@@ -43,19 +43,32 @@ def main() -> None:
 
 @main.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
-@click.option("--store", type=click.Path(path_type=Path), default=None,
-              help="Store directory (default: ~/.local/share/motionfs).")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Store directory (default: ~/.local/share/motionfs).",
+)
 @click.option("--user", default=None, help="USER-scope owner (default: your login name).")
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
-@click.option("--allow-other", is_flag=True,
-              help="Let other local users in (the kernel enforces modes).")
-@click.option("--cache-size", default="10G", show_default=True,
-              help="Local data cache budget.")
-@click.option("--io-timeout", default=30.0, show_default=True,
-              help="Seconds fsync and uncached reads wait for the store before EIO.")
+@click.option(
+    "--allow-other", is_flag=True, help="Let other local users in (the kernel enforces modes)."
+)
+@click.option("--cache-size", default="10G", show_default=True, help="Local data cache budget.")
+@click.option(
+    "--io-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds fsync and uncached reads wait for the store before EIO.",
+)
 def mount(
-    mountpoint: Path, store: Path | None, user: str | None, foreground: bool, allow_other: bool,
-    cache_size: str, io_timeout: float,
+    mountpoint: Path,
+    store: Path | None,
+    user: str | None,
+    foreground: bool,
+    allow_other: bool,
+    cache_size: str,
+    io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
     opts = daemon.MountOptions(
@@ -73,22 +86,41 @@ def mount(
     if foreground:
         ready = os.environ.pop("MOTIONFS_READY_FD", None)
         try:
-            sys.exit(daemon.run(opts, foreground=ready is None,
-                                ready_fd=int(ready) if ready else None))
+            sys.exit(
+                daemon.run(opts, foreground=ready is None, ready_fd=int(ready) if ready else None)
+            )
         except SetupError as e:
             fail(str(e))
     _spawn_daemon(opts, mountpoint, store, user, allow_other, cache_size, io_timeout)
 
 
 def _spawn_daemon(
-    opts: daemon.MountOptions, mountpoint: Path, store: Path | None, user: str | None,
-    allow_other: bool, cache_size: str, io_timeout: float,
+    opts: daemon.MountOptions,
+    mountpoint: Path,
+    store: Path | None,
+    user: str | None,
+    allow_other: bool,
+    cache_size: str,
+    io_timeout: float,
 ) -> None:
     """Run the daemon detached and wait until it reports the mount usable."""
     read_fd, write_fd = os.pipe()
-    args = [sys.executable, "-m", "motionfs", "mount", str(opts.mountpoint),
-            "--store", str(opts.store), "--user", opts.user, "--foreground",
-            "--cache-size", cache_size, "--io-timeout", str(io_timeout)]
+    args = [
+        sys.executable,
+        "-m",
+        "motionfs",
+        "mount",
+        str(opts.mountpoint),
+        "--store",
+        str(opts.store),
+        "--user",
+        opts.user,
+        "--foreground",
+        "--cache-size",
+        cache_size,
+        "--io-timeout",
+        str(io_timeout),
+    ]
     if allow_other:
         args.append("--allow-other")
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
@@ -96,8 +128,13 @@ def _spawn_daemon(
     opts.store.mkdir(parents=True, exist_ok=True)
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
-            args, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+            args,
+            env=env,
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
         )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
@@ -107,14 +144,20 @@ def _spawn_daemon(
         return
     proc.wait(timeout=60)
     message = errlog.read_text(errors="replace").strip().splitlines()
-    fail(message[-1].removeprefix("motionfs: ") if message else
-         f"the daemon exited with status {proc.returncode}; see {opts.store / daemon.LOG_FILE}")
+    fail(
+        message[-1].removeprefix("motionfs: ")
+        if message
+        else f"the daemon exited with status {proc.returncode}; see {opts.store / daemon.LOG_FILE}"
+    )
 
 
 @main.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
-@click.option("--timeout", default=0.0, help="Give up waiting for uploads after this many "
-              "seconds (0: wait until done).")
+@click.option(
+    "--timeout",
+    default=0.0,
+    help="Give up waiting for uploads after this many seconds (0: wait until done).",
+)
 def umount(mountpoint: Path, timeout: float) -> None:
     """Flush everything pending to the store and unmount MOUNTPOINT."""
     target = str(mountpoint.resolve())
@@ -140,8 +183,10 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
             click.echo(f"flushing: {pending} store operations pending", err=True)
             shown = pending
         if timeout and time.monotonic() - start > timeout:
-            fail(f"gave up after {timeout:.0f}s with {pending} operations pending; "
-                 "the next mount resumes them")
+            fail(
+                f"gave up after {timeout:.0f}s with {pending} operations pending; "
+                "the next mount resumes them"
+            )
         time.sleep(0.2)
 
 
@@ -160,15 +205,21 @@ def _pending(index_path: Path) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """List mounted drives with their store, pending uploads and cache use."""
-    rows = []
+    rows: list[dict[str, str | int]] = []
     for rec in daemon.read_records():
         store = Path(rec.store)
         cache = store / "cache"
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
-        rows.append({
-            "mountpoint": rec.mountpoint, "store": rec.store, "pid": rec.pid, "user": rec.user,
-            "pending": _pending(store / daemon.INDEX_FILE), "cache_bytes": used,
-        })
+        rows.append(
+            {
+                "mountpoint": rec.mountpoint,
+                "store": rec.store,
+                "pid": rec.pid,
+                "user": rec.user,
+                "pending": _pending(store / daemon.INDEX_FILE),
+                "cache_bytes": used,
+            }
+        )
     if as_json:
         import json
 
@@ -178,6 +229,8 @@ def status(as_json: bool) -> None:
         click.echo("no motionfs drives mounted")
         return
     for r in rows:
-        click.echo(f"{r['mountpoint']}\n  store:   {r['store']}\n  pid:     {r['pid']}\n"
-                   f"  user:    {r['user']}\n  pending: {r['pending']} store operations\n"
-                   f"  cache:   {r['cache_bytes'] / (1 << 20):.1f} MiB")
+        click.echo(
+            f"{r['mountpoint']}\n  store:   {r['store']}\n  pid:     {r['pid']}\n"
+            f"  user:    {r['user']}\n  pending: {r['pending']} store operations\n"
+            f"  cache:   {int(r['cache_bytes']) / (1 << 20):.1f} MiB"
+        )

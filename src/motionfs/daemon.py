@@ -80,8 +80,10 @@ def mounted_points() -> set[str]:
 def check_environment(opts: MountOptions) -> None:
     """Refuse to start, with a line that says what to do, before touching anything."""
     if not os.path.exists("/dev/fuse"):
-        raise SetupError("/dev/fuse is missing: load the fuse module (modprobe fuse) "
-                         "or run the container with --device /dev/fuse")
+        raise SetupError(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) "
+            "or run the container with --device /dev/fuse"
+        )
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise SetupError("/dev/fuse is not readable and writable by this user")
     if shutil.which("fusermount3") is None:
@@ -90,8 +92,7 @@ def check_environment(opts: MountOptions) -> None:
     if not mp.is_dir():
         raise SetupError(f"mountpoint {mp} does not exist or is not a directory: mkdir -p {mp}")
     if str(mp.resolve()) in mounted_points():
-        raise SetupError(f"{mp} is already a mount point: unmount it first "
-                         f"(motionfs umount {mp})")
+        raise SetupError(f"{mp} is already a mount point: unmount it first (motionfs umount {mp})")
     try:
         if any(mp.iterdir()):
             raise SetupError(f"mountpoint {mp} is not empty: use an empty directory")
@@ -168,9 +169,14 @@ class Daemon:
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
         self.tree = Tree(
-            self.index, self.storage, self.bridge, self.journal, self.cache,
-            TreeConfig(user=opts.user, uid=os.getuid(), gid=os.getgid(),
-                       io_timeout=opts.io_timeout),
+            self.index,
+            self.storage,
+            self.bridge,
+            self.journal,
+            self.cache,
+            TreeConfig(
+                user=opts.user, uid=os.getuid(), gid=os.getgid(), io_timeout=opts.io_timeout
+            ),
         )
 
     def prepare(self) -> None:
@@ -196,8 +202,7 @@ class Daemon:
                 os.close(ready_fd)
             log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
             await pyfuse3.main()
-            log.info("unmounted; flushing %d pending store operations",
-                     self.index.pending_count())
+            log.info("unmounted; flushing %d pending store operations", self.index.pending_count())
             await self.tree.flush_all()
             await self.journal.drain_all()
             nursery.cancel_scope.cancel()
@@ -237,8 +242,11 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
     record = registry_file(opts.mountpoint)
     record.parent.mkdir(parents=True, exist_ok=True)
     info = MountRecord(
-        pid=os.getpid(), mountpoint=str(opts.mountpoint.resolve()), store=str(opts.store.resolve()),
-        user=opts.user, started_at=time.time(),
+        pid=os.getpid(),
+        mountpoint=str(opts.mountpoint.resolve()),
+        store=str(opts.store.resolve()),
+        user=opts.user,
+        started_at=time.time(),
     )
     daemon.mount()
     record.write_text(info.model_dump_json())
@@ -253,7 +261,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
 
 
 def read_records() -> list[MountRecord]:
-    out = []
+    out: list[MountRecord] = []
     directory = registry_dir()
     if not directory.is_dir():
         return out

@@ -11,8 +11,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -30,15 +30,21 @@ R = TypeVar("R")
 QUIET_ERRNOS = {errno.ENOENT, errno.ENODATA, errno.EEXIST, errno.ENOTEMPTY}
 
 
-def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def translated(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
         except FsError as e:
             level = logging.DEBUG if e.errno in QUIET_ERRNOS else logging.INFO
-            log.log(level, "%s%s refused: %s (%s)", fn.__name__, args[1:3],
-                    errno.errorcode.get(e.errno, e.errno), e.why)
+            log.log(
+                level,
+                "%s%s refused: %s (%s)",
+                fn.__name__,
+                args[1:3],
+                errno.errorcode.get(e.errno, e.errno),
+                e.why,
+            )
             raise pyfuse3.FUSEError(e.errno) from None
         except StoreUnavailable as e:
             log.error("%s: store unavailable: %s", fn.__name__, e)
@@ -68,11 +74,11 @@ class Operations(pyfuse3.Operations):
 
     def entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        a.st_ino = cast(pyfuse3.InodeT, inode.ino)
+        a.st_ino = inode.ino
         a.generation = 0
         a.entry_timeout = self.attr_timeout
         a.attr_timeout = self.attr_timeout
-        a.st_mode = cast(pyfuse3.ModeT, inode.mode)
+        a.st_mode = inode.mode
         a.st_nlink = inode.nlink
         a.st_uid = inode.uid
         a.st_gid = inode.gid
@@ -86,7 +92,9 @@ class Operations(pyfuse3.Operations):
         return a
 
     @translated
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         return self.entry(self.tree.lookup(parent_inode, name))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -102,8 +110,12 @@ class Operations(pyfuse3.Operations):
 
     @translated
     async def setattr(
-        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-        fh: int | None, ctx: Any,
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: Any,
     ) -> pyfuse3.EntryAttributes:
         node = await self.tree.setattr(
             inode,
@@ -121,11 +133,15 @@ class Operations(pyfuse3.Operations):
         return self.tree.readlink(inode)
 
     @translated
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         return self.entry(await self.tree.mknod(parent_inode, name, mode, rdev, ctx))
 
     @translated
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         return self.entry(await self.tree.mkdir(parent_inode, name, mode, ctx))
 
     @translated
@@ -137,18 +153,27 @@ class Operations(pyfuse3.Operations):
         await self.tree.rmdir(parent_inode, name)
 
     @translated
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         return self.entry(await self.tree.symlink(parent_inode, name, target, ctx))
 
     @translated
     async def rename(
-        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
-        flags: int, ctx: Any,
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
     ) -> None:
         await self.tree.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @translated
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         return self.entry(await self.tree.link(inode, new_parent_inode, new_name))
 
     @translated
@@ -156,14 +181,14 @@ class Operations(pyfuse3.Operations):
         fh = await self.tree.open(inode, flags)
         # Content only changes through this mount, which keeps the kernel's
         # page cache coherent, so cached pages survive a reopen.
-        return pyfuse3.FileInfo(fh=cast(pyfuse3.FileHandleT, fh), keep_cache=True)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @translated
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, node = await self.tree.create(parent_inode, name, mode, flags, ctx)
-        return pyfuse3.FileInfo(fh=cast(pyfuse3.FileHandleT, fh), keep_cache=True), self.entry(node)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self.entry(node)
 
     @translated
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -138,9 +138,7 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._depth = 0
-        self.db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=30
-        )
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=OFF")
@@ -156,7 +154,10 @@ class Index:
         self.path = path
         self._depth = 0
         self.db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+            f"file:{path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
             timeout=5,
         )
         return self
@@ -233,9 +234,7 @@ class Index:
     # -- inodes -----------------------------------------------------------------
 
     def get(self, ino: int) -> Inode | None:
-        row = self.db.execute(
-            f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=?", (ino,)
-        ).fetchone()
+        row = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=?", (ino,)).fetchone()
         return None if row is None else _inode(row)
 
     def create_inode(self, **fields: object) -> Inode:
@@ -263,9 +262,7 @@ class Index:
         return [_inode(r) for r in rows]
 
     def inodes_with_content(self) -> Iterator[tuple[int, int]]:
-        yield from self.db.execute(
-            "SELECT ino, content_gen FROM inodes WHERE content_gen > 0"
-        )
+        yield from self.db.execute("SELECT ino, content_gen FROM inodes WHERE content_gen > 0")
 
     # -- entries ------------------------------------------------------------------
 
@@ -276,7 +273,9 @@ class Index:
         return None if row is None else int(row[0])
 
     def link(self, parent: int, name: bytes, ino: int) -> None:
-        self.db.execute("INSERT INTO entries(parent, name, ino) VALUES (?, ?, ?)", (parent, name, ino))
+        self.db.execute(
+            "INSERT INTO entries(parent, name, ino) VALUES (?, ?, ?)", (parent, name, ino)
+        )
 
     def unlink(self, parent: int, name: bytes) -> None:
         self.db.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from enum import Enum
+from enum import StrEnum
 
 import trio
 
@@ -27,7 +27,7 @@ MAX_BACKOFF = 30.0
 MAX_PARALLEL_NAMESPACES = 4
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     PUT = "put"  # ino's sealed content -> path
     MKDIR = "mkdir"  # path
     REMOVE = "remove"  # path (file or tree)
@@ -84,8 +84,9 @@ class Journal:
                 attempts += 1
                 delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
                 msg = f"{entry.op} {entry.path or ''} in {entry.ns_id}: {e}"
-                log.warning("store operation failed (attempt %d, retry in %.1fs): %s",
-                            attempts, delay, msg)
+                log.warning(
+                    "store operation failed (attempt %d, retry in %.1fs): %s", attempts, delay, msg
+                )
                 self.errors[entry.ns_id] = msg
                 with self.index.transaction():
                     self.index.fail_op(entry.seq, str(e))

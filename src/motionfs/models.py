@@ -7,7 +7,7 @@ the mount shows them. Enums keep scope/type/provider names out of string soup.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,18 +17,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class NamespaceType(str, Enum):
+class NamespaceType(StrEnum):
     BLOB = "blob"
     WORKSPACE = "workspace"
 
 
-class StorageScope(str, Enum):
+class StorageScope(StrEnum):
     SESSION = "session"  # ephemeral, expires after its TTL
     USER = "user"  # persistent, one user's own
     SANDBOX = "sandbox"  # persistent, shared by every user
 
 
-class ProviderType(str, Enum):
+class ProviderType(StrEnum):
     MEMORY = "vfs-memory"
     FILESYSTEM = "vfs-filesystem"
     SQLITE = "vfs-sqlite"

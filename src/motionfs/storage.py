@@ -181,7 +181,7 @@ class Storage:
         # filesystem default root is under /tmp: give it a root in our store.
         token = hashlib.sha256(os.urandom(16)).hexdigest()[:16]
         config: dict[str, Any] = {"root_path": str(self.data_root / "ns" / token)}
-        info: ChukNamespaceInfo = await self.store.create_namespace(
+        info: ChukNamespaceInfo = await self.store.create_namespace(  # type: ignore[no-untyped-call]
             type=_TO_CHUK_TYPE[kind],
             name=name,
             scope=_TO_CHUK_SCOPE[scope],
@@ -237,7 +237,8 @@ class Storage:
 
     def vfs(self, ns_id: str) -> AsyncVirtualFileSystem:
         try:
-            return self.store.get_namespace_vfs(ns_id)
+            vfs: AsyncVirtualFileSystem = self.store.get_namespace_vfs(ns_id)
+            return vfs
         except ValueError as e:
             raise StoreUnavailable(f"namespace {ns_id} is not attached") from e
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +39,7 @@ XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ROOT = "root"  # the mountpoint
     SCOPE = "scope"  # shared/ and scratch/
     AREA = "area"  # projects/, renders/, assets/ (per scope)
@@ -47,7 +47,7 @@ class Role(str, Enum):
     NODE = "node"  # anything inside a project, renders/ or assets/
 
 
-class Area(str, Enum):
+class Area(StrEnum):
     PROJECTS = "projects"
     RENDERS = "renders"
     ASSETS = "assets"
@@ -99,6 +99,12 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+def _scope_of(inode: Inode) -> StorageScope:
+    if inode.scope is None:
+        raise FsError(errno.EPERM, "outside every scope")
+    return StorageScope(inode.scope)
+
+
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FsError(errno.ENAMETOOLONG, f"name longer than {NAME_MAX} bytes")
@@ -138,8 +144,15 @@ class Tree:
         t = now_ns()
         with self.index.transaction():
             self.index.create_inode(
-                ino=ROOT_INO, mode=stat.S_IFDIR | 0o755, uid=cfg.uid, gid=cfg.gid, nlink=2,
-                atime_ns=t, mtime_ns=t, ctime_ns=t, role=Role.ROOT.value,
+                ino=ROOT_INO,
+                mode=stat.S_IFDIR | 0o755,
+                uid=cfg.uid,
+                gid=cfg.gid,
+                nlink=2,
+                atime_ns=t,
+                mtime_ns=t,
+                ctime_ns=t,
+                role=Role.ROOT.value,
             )
             self._make_areas(ROOT_INO, StorageScope.USER, 0o700, t)
             for scope, folder in SCOPE_FOLDERS.items():
@@ -149,18 +162,43 @@ class Tree:
     def _make_areas(self, parent: int, scope: StorageScope, perm: int, t: int) -> None:
         for area in Area:
             node = self._new_dir(
-                parent, area.value.encode(), perm, self.config.uid, self.config.gid, Role.AREA, t,
-                area=area.value, scope=scope.value,
+                parent,
+                area.value.encode(),
+                perm,
+                self.config.uid,
+                self.config.gid,
+                Role.AREA,
+                t,
+                area=area.value,
+                scope=scope.value,
             )
             assert node.is_dir
 
     def _new_dir(
-        self, parent: int, name: bytes, perm: int, uid: int, gid: int, role: Role, t: int,
-        area: str | None = None, scope: str | None = None, ns_id: str | None = None,
+        self,
+        parent: int,
+        name: bytes,
+        perm: int,
+        uid: int,
+        gid: int,
+        role: Role,
+        t: int,
+        area: str | None = None,
+        scope: str | None = None,
+        ns_id: str | None = None,
     ) -> Inode:
         node = self.index.create_inode(
-            mode=stat.S_IFDIR | perm, uid=uid, gid=gid, nlink=2, atime_ns=t, mtime_ns=t,
-            ctime_ns=t, role=role.value, area=area, scope=scope, ns_id=ns_id,
+            mode=stat.S_IFDIR | perm,
+            uid=uid,
+            gid=gid,
+            nlink=2,
+            atime_ns=t,
+            mtime_ns=t,
+            ctime_ns=t,
+            role=role.value,
+            area=area,
+            scope=scope,
+            ns_id=ns_id,
         )
         self.index.link(parent, name, node.ino)
         parent_node = self._get(parent)
@@ -230,8 +268,10 @@ class Tree:
         return [self._store_path(p, n) for p, n in self.index.parents(inode.ino)]
 
     def _is_blob_file(self, inode: Inode) -> bool:
-        return inode.role == Role.NODE.value and inode.area != Area.PROJECTS.value and (
-            inode.ns_id is not None
+        return (
+            inode.role == Role.NODE.value
+            and inode.area != Area.PROJECTS.value
+            and (inode.ns_id is not None)
         )
 
     def _domain(self, inode: Inode) -> tuple[str | None, ...]:
@@ -380,8 +420,16 @@ class Tree:
             area = p.area
             with self._changing():
                 inode = self._new_dir(
-                    parent, name, mode & 0o7777, uid, gid, Role.NODE, t,
-                    area=area, scope=p.scope, ns_id=ns_id,
+                    parent,
+                    name,
+                    mode & 0o7777,
+                    uid,
+                    gid,
+                    Role.NODE,
+                    t,
+                    area=area,
+                    scope=p.scope,
+                    ns_id=ns_id,
                 )
                 if ns_id is not None:
                     self.index.enqueue(ns_id, Op.MKDIR.value, path=self._store_path(parent, name))
@@ -395,9 +443,12 @@ class Tree:
             project_name = name.decode("utf-8")
         except UnicodeDecodeError as e:
             raise FsError(errno.EINVAL, "project names must be UTF-8") from e
-        scope = StorageScope(area.scope)
+        scope = _scope_of(area)
         record = await self.bridge.call(
-            self.storage.create_namespace, NamespaceType.WORKSPACE, project_name, scope,
+            self.storage.create_namespace,
+            NamespaceType.WORKSPACE,
+            project_name,
+            scope,
             self.config.user,
         )
         if self.index.lookup(area.ino, name) is not None:  # lost a race while awaiting
@@ -407,18 +458,35 @@ class Tree:
         with self._changing():
             self.index.add_namespace(record)
             inode = self._new_dir(
-                area.ino, name, perm, uid, gid, Role.PROJECT, t,
-                area=Area.PROJECTS.value, scope=area.scope, ns_id=record.ns_id,
+                area.ino,
+                name,
+                perm,
+                uid,
+                gid,
+                Role.PROJECT,
+                t,
+                area=Area.PROJECTS.value,
+                scope=area.scope,
+                ns_id=record.ns_id,
             )
             self.index.enqueue(
-                record.ns_id, Op.WRITE.value, path=MOTION_METADATA_PATH,
+                record.ns_id,
+                Op.WRITE.value,
+                path=MOTION_METADATA_PATH,
                 path2=metadata.model_dump_json(),
             )
             renders = self._area_dir(scope, Area.RENDERS)
             if self.index.lookup(renders.ino, name) is None:
                 self._new_dir(
-                    renders.ino, name, perm, uid, gid, Role.NODE, t,
-                    area=Area.RENDERS.value, scope=area.scope,
+                    renders.ino,
+                    name,
+                    perm,
+                    uid,
+                    gid,
+                    Role.NODE,
+                    t,
+                    area=Area.RENDERS.value,
+                    scope=area.scope,
                 )
         log.info("created project %r as namespace %s", project_name, record.ns_id)
         return inode
@@ -434,7 +502,12 @@ class Tree:
         return self._get(ino)
 
     async def _new_file_node(
-        self, p: Inode, name: bytes, mode: int, ctx: Ctx, rdev: int = 0,
+        self,
+        p: Inode,
+        name: bytes,
+        mode: int,
+        ctx: Ctx,
+        rdev: int = 0,
         target: bytes | None = None,
     ) -> Inode:
         """Create a non-directory node (file, symlink, fifo...) in directory p."""
@@ -445,7 +518,8 @@ class Tree:
         if p.role == Role.AREA.value and p.area != Area.ASSETS.value:
             raise FsError(
                 errno.EPERM,
-                "files go inside a project folder" if p.area == Area.PROJECTS.value
+                "files go inside a project folder"
+                if p.area == Area.PROJECTS.value
                 else "renders go in renders/<project>/",
             )
         if self.index.lookup(p.ino, name) is not None:
@@ -457,8 +531,11 @@ class Tree:
         record = None
         if not in_project and stat.S_ISREG(mode):
             record = await self.bridge.call(
-                self.storage.create_namespace, NamespaceType.BLOB, name.decode("utf-8", "replace"),
-                StorageScope(p.scope), self.config.user,
+                self.storage.create_namespace,
+                NamespaceType.BLOB,
+                name.decode("utf-8", "replace"),
+                _scope_of(p),
+                self.config.user,
             )
             ns_id = record.ns_id
         elif not in_project and not stat.S_ISLNK(mode):
@@ -471,9 +548,20 @@ class Tree:
             if record is not None:
                 self.index.add_namespace(record)
             inode = self.index.create_inode(
-                mode=mode, uid=uid, gid=gid, nlink=1, rdev=rdev, atime_ns=t, mtime_ns=t,
-                ctime_ns=t, target=target, size=len(target) if target is not None else 0,
-                role=Role.NODE.value, area=p.area, scope=p.scope, ns_id=ns_id,
+                mode=mode,
+                uid=uid,
+                gid=gid,
+                nlink=1,
+                rdev=rdev,
+                atime_ns=t,
+                mtime_ns=t,
+                ctime_ns=t,
+                target=target,
+                size=len(target) if target is not None else 0,
+                role=Role.NODE.value,
+                area=p.area,
+                scope=p.scope,
+                ns_id=ns_id,
             )
             self.index.link(p.ino, name, inode.ino)
             self._touch_dir(p.ino, t)
@@ -494,8 +582,12 @@ class Tree:
             self._get(parent), name, stat.S_IFLNK | 0o777, ctx, target=target
         )
 
-    async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Inode]:
-        inode = await self._new_file_node(self._get(parent), name, stat.S_IFREG | (mode & 0o7777), ctx)
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx
+    ) -> tuple[int, Inode]:
+        inode = await self._new_file_node(
+            self._get(parent), name, stat.S_IFREG | (mode & 0o7777), ctx
+        )
         fh = self._open_handle(inode, flags)
         return fh, inode
 
@@ -792,7 +884,7 @@ class Tree:
         self._maybe_purge(of.ino)
 
     async def fsync(self, fh: int) -> None:
-        h, of = self._handle(fh)
+        _h, of = self._handle(fh)
         await self._fsync_inode(of)
 
     async def _fsync_inode(self, of: OpenFile) -> None:
@@ -800,9 +892,7 @@ class Tree:
         if of.work:
             await self._seal(of, durable=True)
         if inode.ns_id is not None:
-            await self._wait_store(
-                self.journal.wait_for_uploads(of.ino, self.config.io_timeout)
-            )
+            await self._wait_store(self.journal.wait_for_uploads(of.ino, self.config.io_timeout))
         self.index.sync()
 
     async def _wait_store(self, waiting: object) -> None:
@@ -844,7 +934,8 @@ class Tree:
                     if got != inode.size:
                         part.unlink()
                         raise FsError(
-                            errno.EIO, f"store copy of {path} has {got} bytes, expected {inode.size}"
+                            errno.EIO,
+                            f"store copy of {path} has {got} bytes, expected {inode.size}",
                         )
                     part.rename(self.cache.path(inode.ino, gen))
                     return
@@ -891,7 +982,10 @@ class Tree:
             old = inode.content_gen
             with self._changing():
                 self.index.update(
-                    of.ino, content_gen=of.fd_gen, size=of.size, mtime_ns=of.mtime_ns,
+                    of.ino,
+                    content_gen=of.fd_gen,
+                    size=of.size,
+                    mtime_ns=of.mtime_ns,
                     ctime_ns=of.ctime_ns,
                 )
                 if inode.nlink > 0 and inode.ns_id is not None:

@@ -1,0 +1,362 @@
+"""Fast tests of the tree, journal and storage together, without the kernel.
+
+They drive the same calls the FUSE layer makes and then look at what the
+chuk-virtual-fs namespaces really hold, which the mount tests cannot see.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from motionfs.bridge import AsyncioBridge
+from motionfs.cache import DataCache
+from motionfs.errors import FsError
+from motionfs.index import Index
+from motionfs.journal import Journal
+from motionfs.storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage
+from motionfs.tree import ROOT_INO, Tree, TreeConfig
+
+
+@dataclass
+class Ctx:
+    uid: int = 1000
+    gid: int = 1000
+    umask: int = 0o022
+
+
+CTX = Ctx()
+
+
+class Harness:
+    """One store directory; each `run` is a daemon lifetime over it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, body: Callable[[Tree], Awaitable[None]], drain: bool = True) -> None:
+        bridge = AsyncioBridge()
+        index = Index(self.root / "index.sqlite")
+        storage = Storage(self.root / "data", "sbx")
+        bridge.run(storage.start)
+        cache = DataCache(self.root / "cache", 1 << 30)
+        journal = Journal(index, storage, bridge, cache)
+        tree = Tree(index, storage, bridge, journal, cache, TreeConfig("alice", 1000, 1000, 5.0))
+        tree.ensure_layout()
+        tree.recover()
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(journal.run, nursery)
+                await body(tree)
+                if drain:
+                    await journal.drain_all()
+                nursery.cancel_scope.cancel()
+
+        try:
+            trio.run(main)
+        finally:
+            bridge.run(storage.stop)
+            bridge.close()
+            index.close()
+
+    def store_bytes(self, tree: Tree, ns_id: str, path: str) -> bytes | None:
+        return tree.bridge.run(tree.storage.read_small, ns_id, path)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+async def project(tree: Tree, name: bytes = b"p") -> int:
+    projects = tree.lookup(ROOT_INO, b"projects")
+    return (await tree.mkdir(projects.ino, name, 0o755, CTX)).ino
+
+
+async def write_file(tree: Tree, parent: int, name: bytes, data: bytes) -> int:
+    fh, inode = await tree.create(parent, name, 0o644, os.O_WRONLY, CTX)
+    await tree.write(fh, 0, data)
+    await tree.flush(fh)
+    await tree.release(fh)
+    return inode.ino
+
+
+async def read_file(tree: Tree, ino: int) -> bytes:
+    fh = await tree.open(ino, os.O_RDONLY)
+    try:
+        return await tree.read(fh, 0, 1 << 30)
+    finally:
+        await tree.release(fh)
+
+
+def ns_of(tree: Tree, ino: int) -> str:
+    ns = tree.stat(ino).ns_id
+    assert ns is not None
+    return ns
+
+
+def test_closed_file_lands_in_the_namespace_at_its_own_path(h: Harness) -> None:
+    """Rule 5: a project's src/Root.tsx is /src/Root.tsx in its WORKSPACE namespace."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        src = await tree.mkdir(p, b"src", 0o755, CTX)
+        await write_file(tree, src.ino, b"Root.tsx", b"export {}")
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/src/Root.tsx") == b"export {}"
+        meta = h.store_bytes(tree, ns, MOTION_METADATA_PATH)
+        assert meta is not None and b'"project_name":"p"' in meta
+
+    h.run(body)
+
+
+def test_names_the_provider_cannot_hold_are_escaped(h: Harness) -> None:
+    """`x.meta` would be a sidecar, `.workspace` is the library's: both are escaped."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        await write_file(tree, p, b"x.meta", b"user data")
+        await write_file(tree, p, b".workspace", b"mine")
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/x.meta~mfs") == b"user data"
+        assert h.store_bytes(tree, ns, "/.workspace~mfs") == b"mine"
+
+    h.run(body)
+
+
+def test_renames_and_unlinks_are_mirrored_in_the_store(h: Harness) -> None:
+    """Directory renames move the store's subtree; unlink removes the bytes."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        d = await tree.mkdir(p, b"a", 0o755, CTX)
+        await write_file(tree, d.ino, b"f", b"1")
+        await write_file(tree, p, b"gone", b"2")
+        await tree.rename(p, b"a", p, b"b", 0)
+        await tree.unlink(p, b"gone")
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/b/f") == b"1"
+        assert h.store_bytes(tree, ns, "/a/f") is None
+        assert h.store_bytes(tree, ns, "/gone") is None
+
+    h.run(body)
+
+
+def test_rename_over_existing_file_replaces_it_in_the_store(h: Harness) -> None:
+    """The editor pattern: write a temp file, rename it over the original."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        await write_file(tree, p, b"doc", b"old")
+        await write_file(tree, p, b".doc.swp", b"new")
+        await tree.rename(p, b".doc.swp", p, b"doc", 0)
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/doc") == b"new"
+        assert h.store_bytes(tree, ns, "/.doc.swp") is None
+
+    h.run(body)
+
+
+def test_hard_links_put_the_bytes_at_every_path(h: Harness) -> None:
+    """The provider has no links: each link's path holds the content."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"one", b"shared")
+        await tree.link(ino, p, b"two")
+        await tree.unlink(p, b"one")
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/two") == b"shared"
+        assert h.store_bytes(tree, ns, "/one") is None
+        assert tree.stat(ino).nlink == 1
+
+    h.run(body)
+
+
+def test_blob_files_in_assets_and_renders(h: Harness) -> None:
+    """A file in assets/ or renders/<project>/ is its own BLOB namespace's /_data."""
+
+    async def body(tree: Tree) -> None:
+        await project(tree, b"film")
+        assets = tree.lookup(ROOT_INO, b"assets").ino
+        renders = tree.lookup(ROOT_INO, b"renders").ino
+        film_renders = tree.lookup(renders, b"film").ino
+        logo = await write_file(tree, assets, b"logo.png", b"\x89PNG")
+        clip = await write_file(tree, film_renders, b"clip.mp4", b"mp4")
+        await tree.journal.drain_all()
+        assert h.store_bytes(tree, ns_of(tree, logo), BLOB_DATA_PATH) == b"\x89PNG"
+        assert h.store_bytes(tree, ns_of(tree, clip), BLOB_DATA_PATH) == b"mp4"
+        assert ns_of(tree, logo) != ns_of(tree, clip)
+        with pytest.raises(FsError) as e:
+            await tree.create(renders, b"loose.mp4", 0o644, os.O_WRONLY, CTX)
+        assert e.value.errno == errno.EPERM
+
+    h.run(body)
+
+
+def test_layout_refusals(h: Harness) -> None:
+    """The fixed layout refuses files, removal and moves across namespaces."""
+
+    async def body(tree: Tree) -> None:
+        a = await project(tree, b"a")
+        b = await project(tree, b"b")
+        await write_file(tree, a, b"f", b"x")
+        projects = tree.lookup(ROOT_INO, b"projects").ino
+        shared_projects = tree.lookup(tree.lookup(ROOT_INO, b"shared").ino, b"projects").ino
+        cases = [
+            (tree.create(ROOT_INO, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
+            (tree.create(projects, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
+            (tree.rmdir(ROOT_INO, b"projects"), errno.EPERM),
+            (tree.rename(a, b"f", b, b"f", 0), errno.EXDEV),
+            (tree.rename(projects, b"a", shared_projects, b"a", 0), errno.EXDEV),
+            (tree.mkdir(a, b"x" * 256, 0o755, CTX), errno.ENAMETOOLONG),
+            (tree.rmdir(projects, b"a"), errno.ENOTEMPTY),
+        ]
+        for call, expected in cases:
+            with pytest.raises(FsError) as e:
+                await call
+            assert e.value.errno == expected
+
+    h.run(body)
+
+
+def test_removing_a_project_destroys_its_namespace_and_bytes(h: Harness) -> None:
+    """rm -r projects/x: the namespace leaves the index and its files the disk."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        await write_file(tree, p, b"f", b"x" * 1000)
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        record = tree.index.namespace(ns)
+        assert record is not None
+        root = Path(record.provider_config["root_path"])
+        assert (root / "f").exists()
+        await tree.unlink(p, b"f")
+        projects = tree.lookup(ROOT_INO, b"projects").ino
+        await tree.rmdir(projects, b"p")
+        await tree.journal.drain_all()
+        assert tree.index.namespace(ns) is None
+        assert not root.exists()
+
+    h.run(body)
+
+
+def test_restart_reattaches_and_reads_evicted_content_from_the_store(h: Harness) -> None:
+    """The index is the registry: a new daemon finds every namespace and its bytes."""
+    found: dict[str, int] = {}
+
+    async def first(tree: Tree) -> None:
+        p = await project(tree)
+        found["ino"] = await write_file(tree, p, b"f", b"persisted")
+
+    async def second(tree: Tree) -> None:
+        tree.cache.drop_all(found["ino"])  # as if evicted
+        assert await read_file(tree, found["ino"]) == b"persisted"
+
+    h.run(first)
+    h.run(second)
+
+
+def test_unsealed_writes_are_dropped_after_a_crash(h: Harness) -> None:
+    """A rewrite still open at a crash never replaces the last closed version."""
+    found: dict[str, int] = {}
+
+    async def first(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"version one")
+        found["ino"] = ino
+        fh = await tree.open(ino, os.O_RDWR)
+        await tree.write(fh, 0, b"HALF")
+        # no flush/release: the daemon "dies" here
+
+    async def second(tree: Tree) -> None:
+        assert await read_file(tree, found["ino"]) == b"version one"
+        assert tree.stat(found["ino"]).size == len(b"version one")
+
+    h.run(first, drain=False)
+    h.run(second)
+
+
+def test_fsync_returns_after_the_store_has_the_bytes(h: Harness) -> None:
+    """fsync waits for its upload: the namespace holds the data when it returns."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        fh, inode = await tree.create(p, b"f", 0o644, os.O_RDWR, CTX)
+        await tree.write(fh, 0, b"durable")
+        await tree.fsync(fh)
+        assert h.store_bytes(tree, ns_of(tree, p), "/f") == b"durable"
+        assert not tree.index.pending_puts(inode.ino)
+        await tree.release(fh)
+
+    h.run(body)
+
+
+def test_copy_on_write_keeps_the_sealed_generation_intact(h: Harness) -> None:
+    """Writes after a seal go to a new generation; the sealed one is untouched."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"abcdef")
+        sealed = tree.stat(ino).content_gen
+        fh = await tree.open(ino, os.O_RDWR)
+        await tree.write(fh, 2, b"XY")
+        assert tree.cache.path(ino, sealed).read_bytes() == b"abcdef"
+        assert await tree.read(fh, 0, 100) == b"abXYef"
+        await tree.release(fh)
+        assert tree.stat(ino).content_gen == sealed + 1
+        assert not tree.cache.path(ino, sealed).exists()
+
+    h.run(body)
+
+
+def test_truncate_without_a_handle_and_modes(h: Harness) -> None:
+    """truncate(2) seals at once; chmod keeps the file type bits."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"0123456789")
+        node = await tree.setattr(ino, size=4, mode=0o600)
+        assert node.size == 4 and stat.S_ISREG(node.mode) and stat.S_IMODE(node.mode) == 0o600
+        assert await read_file(tree, ino) == b"0123"
+        await tree.journal.drain_all()
+        assert h.store_bytes(tree, ns_of(tree, p), "/f") == b"0123"
+
+    h.run(body)
+
+
+def test_xattrs_limits(h: Harness) -> None:
+    """Values over 64 KiB are E2BIG, system.* (ACLs) ENOTSUP, missing ENODATA."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        tree.setxattr(p, b"user.k", b"v")
+        assert tree.getxattr(p, b"user.k") == b"v"
+        assert tree.listxattr(p) == [b"user.k"]
+        for name, value, expected in [
+            (b"user.big", b"x" * 65537, errno.E2BIG),
+            (b"system.posix_acl_access", b"", errno.ENOTSUP),
+        ]:
+            with pytest.raises(FsError) as e:
+                tree.setxattr(p, name, value)
+            assert e.value.errno == expected
+        tree.removexattr(p, b"user.k")
+        with pytest.raises(FsError) as e:
+            tree.getxattr(p, b"user.k")
+        assert e.value.errno == errno.ENODATA
+
+    h.run(body)
