@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS namespaces (
     state TEXT NOT NULL DEFAULT 'live'  -- 'live' | 'destroying'
 );
 CREATE TABLE IF NOT EXISTS inodes (
-    ino INTEGER PRIMARY KEY,
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the journal names inodes
     mode INTEGER NOT NULL,
     uid INTEGER NOT NULL,
     gid INTEGER NOT NULL,
