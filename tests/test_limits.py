@@ -1,0 +1,75 @@
+"""Bounded memory and faults at the edges: big files, a store that goes away."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import NATIVE, Drive
+
+pytestmark = pytest.mark.skipif(NATIVE, reason="measures the motionfs daemon")
+
+MiB = 1 << 20
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def write_pattern(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    block = bytes(range(256)) * (MiB // 256)
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            chunk = block[i % 256 :] + block[: i % 256]
+            f.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_a_large_file_streams_through_with_bounded_daemon_memory(drive: Drive) -> None:
+    """Rule 3: 768 MiB in, uploaded, evicted, fetched back: the daemon's peak RSS stays small."""
+    project = drive.project("big")
+    f = project / "render.mov"
+    expected = write_pattern(f, 768 * MiB)
+    drive.remount()
+    # Drop the local copy so the read has to stream it back from the store.
+    shutil.rmtree(drive.store / "cache")
+    (drive.store / "cache").mkdir()
+    drive.remount()
+    assert drive.proc is not None
+    assert sha256_of(f) == expected
+    peak = peak_rss_mib(drive.proc.pid)
+    assert peak < 250, f"daemon peak RSS {peak:.0f} MiB while streaming 768 MiB"
+
+
+def test_store_that_vanished_gives_eio_not_enoent(drive: Drive) -> None:
+    """Rule 2: when the bytes are gone from the store, reads fail with EIO, not 'not found'."""
+    project = drive.project("p")
+    (project / "f").write_bytes(b"x" * 1000)
+    drive.remount()
+    shutil.rmtree(drive.store / "cache")
+    (drive.store / "cache").mkdir()
+    shutil.rmtree(drive.store / "data")
+    drive.remount()
+    assert os.path.exists(project / "f")  # metadata is local
+    with pytest.raises(OSError) as e:
+        (project / "f").read_bytes()
+    assert e.value.errno == errno.EIO
+    assert "missing from the store" in drive.log or "cannot open namespace" in drive.log
