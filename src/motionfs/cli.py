@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,9 +125,10 @@ def _spawn_daemon(
     if allow_other:
         args.append("--allow-other")
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
-    errlog = opts.store / "daemon.stderr"
-    opts.store.mkdir(parents=True, exist_ok=True)
-    with open(errlog, "wb") as err:
+    # This start's own stderr file: a refused start must not clobber the one
+    # of a daemon that is running.
+    with tempfile.NamedTemporaryFile(dir=opts.store, prefix="daemon.stderr.", delete=False) as err:
+        errlog = Path(err.name)
         proc = subprocess.Popen(
             args,
             env=env,
@@ -140,10 +142,12 @@ def _spawn_daemon(
     with os.fdopen(read_fd, "rb") as ready:
         status = ready.read(3)
     if status == b"ok\n":
+        errlog.replace(opts.store / "daemon.stderr")
         click.echo(f"mounted {opts.mountpoint} (store {opts.store})")
         return
     proc.wait(timeout=60)
     message = errlog.read_text(errors="replace").strip().splitlines()
+    errlog.unlink()
     fail(
         message[-1].removeprefix("motionfs: ")
         if message

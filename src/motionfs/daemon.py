@@ -108,6 +108,7 @@ def check_environment(opts: MountOptions) -> None:
         probe.unlink()
     except OSError as e:
         raise SetupError(f"store {store} is not writable: {e.strerror}") from e
+    release_store(lock_store(store))  # refuse now if another daemon serves this store
     if opts.allow_other and os.getuid() != 0 and not _fuse_allows_other():
         raise SetupError("--allow-other needs 'user_allow_other' in /etc/fuse.conf")
 
@@ -137,6 +138,11 @@ def lock_store(store: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def release_store(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.close(fd)
 
 
 def setup_logging(store: Path, foreground: bool) -> None:
@@ -255,7 +261,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
     finally:
         daemon.close()
         record.unlink(missing_ok=True)
-        os.close(lock_fd)
+        release_store(lock_fd)
         log.info("daemon exited")
     return 0
 
