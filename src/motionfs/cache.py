@@ -28,6 +28,10 @@ class DataCache:
     def path(self, ino: int, gen: int) -> Path:
         return self.root / f"{ino}.{gen}"
 
+    def object_path(self, sha: str) -> Path:
+        """Checkpoint content, by hash: immutable, so always clean."""
+        return self.root / f"obj-{sha}"
+
     def part_path(self, ino: int, gen: int) -> Path:
         return self.root / f"{ino}.{gen}.part"
 
@@ -60,15 +64,18 @@ class DataCache:
             with contextlib.suppress(FileNotFoundError):
                 self.path(ino, gen).unlink()
 
-    def drop_all(self, ino: int) -> None:
+    def drop_all(self, ino: int, keep: int | None = None) -> None:
+        """Drop every cached generation of `ino` (but `keep`)."""
         for p in self.root.glob(f"{ino}.*"):
+            if keep is not None and p.name == f"{ino}.{keep}":
+                continue
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 
     def recover(self, content_gens: dict[int, int]) -> None:
         """After a restart keep only each inode's sealed content generation."""
         for p in self.root.iterdir():
-            if p == self.empty:
+            if p == self.empty or (p.name.startswith("obj-") and "." not in p.name):
                 continue
             parts = p.name.split(".")
             keep = (
@@ -93,7 +100,9 @@ class DataCache:
         found: list[tuple[float, int, int, Path]] = []
         for p in self.root.iterdir():
             parts = p.name.split(".")
-            if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+            if p.name.startswith("obj-") and len(parts) == 1:
+                parts = ["-1", "0"]  # checkpoint content: evictable whenever closed
+            elif len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 st = p.stat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import subprocess
@@ -10,10 +11,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
-from . import daemon
+from . import control, daemon
 from .errors import SetupError
 from .index import Index
 
@@ -32,7 +34,7 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * SIZE_UNITS[m.group(2).upper()]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"motionfs: {message}", err=True)
     sys.exit(1)
 
@@ -57,6 +59,13 @@ def main() -> None:
 )
 @click.option("--cache-size", default="10G", show_default=True, help="Local data cache budget.")
 @click.option(
+    "--snapdir",
+    type=click.Choice(["hidden", "visible"]),
+    default="hidden",
+    show_default=True,
+    help="Whether project listings show the .snapshots folder (it is reachable either way).",
+)
+@click.option(
     "--io-timeout",
     default=30.0,
     show_default=True,
@@ -69,6 +78,7 @@ def mount(
     foreground: bool,
     allow_other: bool,
     cache_size: str,
+    snapdir: str,
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
@@ -79,6 +89,7 @@ def mount(
         allow_other=allow_other,
         cache_size=parse_size(cache_size),
         io_timeout=io_timeout,
+        snapdir_visible=snapdir == "visible",
     )
     try:
         daemon.check_environment(opts)
@@ -92,38 +103,14 @@ def mount(
             )
         except SetupError as e:
             fail(str(e))
-    _spawn_daemon(opts, mountpoint, store, user, allow_other, cache_size, io_timeout)
+    _spawn_daemon(opts)
 
 
-def _spawn_daemon(
-    opts: daemon.MountOptions,
-    mountpoint: Path,
-    store: Path | None,
-    user: str | None,
-    allow_other: bool,
-    cache_size: str,
-    io_timeout: float,
-) -> None:
+def _spawn_daemon(opts: daemon.MountOptions) -> None:
     """Run the daemon detached and wait until it reports the mount usable."""
     read_fd, write_fd = os.pipe()
-    args = [
-        sys.executable,
-        "-m",
-        "motionfs",
-        "mount",
-        str(opts.mountpoint),
-        "--store",
-        str(opts.store),
-        "--user",
-        opts.user,
-        "--foreground",
-        "--cache-size",
-        cache_size,
-        "--io-timeout",
-        str(io_timeout),
-    ]
-    if allow_other:
-        args.append("--allow-other")
+    # The same command line, in the foreground, in a new session.
+    args = [sys.executable, "-m", "motionfs", *sys.argv[1:], "--foreground"]
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
     # This start's own stderr file: a refused start must not clobber the one
     # of a daemon that is running.
@@ -225,8 +212,6 @@ def status(as_json: bool) -> None:
             }
         )
     if as_json:
-        import json
-
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
@@ -238,3 +223,106 @@ def status(as_json: bool) -> None:
             f"  user:    {r['user']}\n  pending: {r['pending']} store operations\n"
             f"  cache:   {int(r['cache_bytes']) / (1 << 20):.1f} MiB"
         )
+
+
+def _locate(project_path: Path) -> tuple[Path, str]:
+    """(store, path inside the mount) of a project folder on a mounted drive."""
+    target = os.path.abspath(project_path)
+    best: daemon.MountRecord | None = None
+    for rec in daemon.read_records():
+        mp = rec.mountpoint.rstrip("/")
+        if (target == mp or target.startswith(mp + "/")) and (
+            best is None or len(mp) > len(best.mountpoint)
+        ):
+            best = rec
+    if best is None:
+        fail(f"{project_path} is not inside a mounted motionfs drive")
+    return Path(best.store), os.path.relpath(target, best.mountpoint)
+
+
+def _ask(project_path: Path, op: str, **fields: object) -> Any:
+    store, rel = _locate(project_path)
+    try:
+        return control.request(store, {"op": op, "path": rel, **fields})
+    except control.ControlError as e:
+        fail(str(e))
+
+
+@main.group()
+def checkpoint() -> None:
+    """Create, list, restore, delete and compare a project's checkpoints."""
+
+
+project_arg = click.argument("project_path", type=click.Path(path_type=Path))
+
+
+@checkpoint.command("create")
+@project_arg
+@click.argument("name")
+@click.option("--description", "-d", default=None, help="What this checkpoint is.")
+def checkpoint_create(project_path: Path, name: str, description: str | None) -> None:
+    """Checkpoint the project's current state as NAME."""
+    result = _ask(project_path, "checkpoint.create", name=name, description=description)
+    click.echo(
+        f"checkpoint {result['name']}: {result['file_count']} files, "
+        f"{_human(result['logical_size'])}"
+    )
+
+
+@checkpoint.command("list")
+@project_arg
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def checkpoint_list(project_path: Path, as_json: bool) -> None:
+    """List checkpoints: name, created, description, files, size, bytes only it holds."""
+    rows = _ask(project_path, "checkpoint.list")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no checkpoints")
+        return
+    click.echo(f"{'NAME':24} {'CREATED':20} {'FILES':>7} {'SIZE':>10} {'OWN':>10}  DESCRIPTION")
+    for r in rows:
+        created = r["created_at"][:19].replace("T", " ")
+        click.echo(
+            f"{r['name']:24} {created:20} {r['file_count']:>7} "
+            f"{_human(r['logical_size']):>10} {_human(r['exclusive_bytes']):>10}  "
+            f"{r['description'] or ''}"
+        )
+
+
+@checkpoint.command("restore")
+@project_arg
+@click.argument("name")
+def checkpoint_restore(project_path: Path, name: str) -> None:
+    """Make the live project identical to checkpoint NAME (after a safety checkpoint)."""
+    result = _ask(project_path, "checkpoint.restore", name=name)
+    click.echo(f"restored {name}; the previous state is checkpoint {result['safety_checkpoint']}")
+
+
+@checkpoint.command("delete")
+@project_arg
+@click.argument("name")
+def checkpoint_delete(project_path: Path, name: str) -> None:
+    """Delete checkpoint NAME and the content only it kept."""
+    _ask(project_path, "checkpoint.delete", name=name)
+    click.echo(f"deleted checkpoint {name}")
+
+
+@checkpoint.command("diff")
+@project_arg
+@click.argument("name")
+@click.argument("other", required=False)
+def checkpoint_diff(project_path: Path, name: str, other: str | None) -> None:
+    """List paths added (A), removed (D) or changed (M) from NAME to OTHER (default: live)."""
+    for change in _ask(project_path, "checkpoint.diff", name=name, other=other):
+        click.echo(f"{change['kind']} {change['path']}")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

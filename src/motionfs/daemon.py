@@ -9,6 +9,7 @@ daemon seals open files and drains the journal before it exits, so
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -27,10 +28,13 @@ from pydantic import BaseModel
 
 from .bridge import AsyncioBridge
 from .cache import DataCache
+from .checkpoints import Checkpoints
+from .control import ControlServer
 from .errors import SetupError
 from .fs import Operations
 from .index import Index
 from .journal import Journal
+from .snapview import Drive, SnapshotView
 from .storage import Storage
 from .tree import Tree, TreeConfig
 
@@ -50,6 +54,7 @@ class MountOptions(BaseModel):
     cache_size: int = 10 << 30
     io_timeout: float = 30.0
     attr_timeout: float = 1.0
+    snapdir_visible: bool = False
 
 
 class MountRecord(BaseModel):
@@ -184,6 +189,9 @@ class Daemon:
                 user=opts.user, uid=os.getuid(), gid=os.getgid(), io_timeout=opts.io_timeout
             ),
         )
+        view = SnapshotView(self.tree, Checkpoints(self.tree), visible=opts.snapdir_visible)
+        self.drive = Drive(self.tree, view)
+        self.control = ControlServer(self.drive, opts.store)
 
     def prepare(self) -> None:
         self.bridge.run(self.storage.start)
@@ -195,14 +203,17 @@ class Daemon:
         options |= {"fsname=motionfs", "subtype=motionfs", "default_permissions"}
         if self.opts.allow_other:
             options.add("allow_other")
-        ops = Operations(self.tree, attr_timeout=self.opts.attr_timeout)
+        ops = Operations(self.drive, attr_timeout=self.opts.attr_timeout)
         pyfuse3.init(ops, str(self.opts.mountpoint), options)
+        self.tree.notify_inode = _invalidate_inode
+        self.tree.notify_entry = _invalidate_entry
 
     async def serve(self, ready_fd: int | None) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.journal.run, nursery)
             nursery.start_soon(self._evict_forever)
             nursery.start_soon(self._stop_on_signal)
+            nursery.start_soon(self.control.serve)
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
@@ -234,6 +245,15 @@ class Daemon:
         self.bridge.run(self.storage.stop)
         self.bridge.close()
         self.index.close()
+
+
+def _invalidate_inode(ino: int) -> None:
+    with contextlib.suppress(OSError):  # the kernel does not have it cached
+        pyfuse3.invalidate_inode(ino)
+
+
+def _invalidate_entry(parent: int, name: bytes) -> None:
+    pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
 
 
 def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> int:

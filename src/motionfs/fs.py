@@ -18,7 +18,7 @@ import pyfuse3
 
 from .errors import FsError, StoreUnavailable
 from .index import Inode
-from .tree import Tree
+from .snapview import Drive
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, tree: Tree, attr_timeout: float = 1.0) -> None:
+    def __init__(self, tree: Drive, attr_timeout: float = 1.0) -> None:
         super().__init__()
         self.tree = tree
         self.attr_timeout = attr_timeout

@@ -33,6 +33,8 @@ class Op(StrEnum):
     REMOVE = "remove"  # path (file or tree)
     MOVE = "move"  # path -> path2
     WRITE = "write"  # small file: path2 holds the text
+    COPY = "copy"  # path -> path2, replacing it (restoring a checkpoint)
+    KEEP = "keep"  # path -> path2 unless path2 exists (content-addressed objects)
     DESTROY = "destroy"  # the whole namespace
 
 
@@ -127,6 +129,13 @@ class Journal:
         elif op is Op.MOVE:
             assert e.path2 is not None
             await self.bridge.call(self.storage.move, ns, e.path, e.path2)
+        elif op in (Op.COPY, Op.KEEP):
+            assert e.path2 is not None
+            copied = await self.bridge.call(
+                self.storage.copy, ns, e.path, e.path2, if_missing=op is Op.KEEP
+            )
+            if not copied:
+                log.error("copy %s -> %s in %s: source missing", e.path, e.path2, ns)
         elif op is Op.WRITE:
             assert e.path2 is not None
             await self.bridge.call(self.storage.write_small, ns, e.path, e.path2.encode())
@@ -137,15 +146,17 @@ class Journal:
         if inode is None:
             return  # deleted since: a later entry removes the path
         gen = inode.content_gen
-        source = self.cache.source(e.ino, gen)
-        if not source.exists():
+        try:
+            source = open(self.cache.source(e.ino, gen), "rb")  # noqa: SIM115 (closed by put)
+        except FileNotFoundError:
             # Superseded by a newer generation (which has its own entry), or lost.
             puts = self.index.pending_puts(e.ino)
             if puts and puts[-1][0] > e.seq:
                 return
             log.error("content of inode %d generation %d is missing; not uploaded", e.ino, gen)
             return
-        digest = await self.bridge.call(self.storage.put, e.ns_id, e.path, source, e.durable)
+        with source:
+            digest = await self.bridge.call(self.storage.put, e.ns_id, e.path, source, e.durable)
         current = self.index.get(e.ino)
         if current is not None and current.content_gen == gen:
             with self.index.transaction():

@@ -29,9 +29,10 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from chuk_artifacts import ArtifactStore
 from chuk_artifacts import NamespaceInfo as ChukNamespaceInfo
@@ -265,12 +266,18 @@ class Storage:
                 raise StoreUnavailable(f"mkdir {cur} failed in {ns_id}")
 
     @_store_errors
-    async def put(self, ns_id: str, path: str, source: Path, durable: bool = False) -> str:
-        """Stream a local file to `path`, atomically replacing it; return its sha256."""
+    async def put(
+        self, ns_id: str, path: str, source: Path | BinaryIO, durable: bool = False
+    ) -> str:
+        """Stream a local file to `path`, atomically replacing it; return its sha256.
+
+        `source` may be an open file: the caller opened it so that a newer
+        version replacing the file meanwhile cannot pull it away.
+        """
         vfs = self.vfs(ns_id)
         await self.mkdirs(ns_id, path.rsplit("/", 1)[0])
         digest = hashlib.sha256()
-        f = await asyncio.to_thread(open, source, "rb")
+        f = source if not isinstance(source, Path) else await asyncio.to_thread(open, source, "rb")
 
         def read_chunk() -> bytes:
             chunk = f.read(CHUNK)
@@ -355,6 +362,28 @@ class Storage:
         await self.mkdirs(ns_id, dst.rsplit("/", 1)[0])
         if not await vfs.mv(src, dst):
             raise StoreUnavailable(f"moving {src} to {dst} in {ns_id} failed")
+
+    @_store_errors
+    async def copy(self, ns_id: str, src: str, dst: str, if_missing: bool = False) -> bool:
+        """Copy a file within a namespace, atomically replacing `dst`.
+
+        With if_missing an existing `dst` is kept (content-addressed objects).
+        False when `src` does not exist.
+        """
+        if if_missing and await self.exists(ns_id, dst):
+            return True
+        tmp_dir = self.data_root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            if not await self.get(ns_id, src, tmp):
+                return False
+            await self.put(ns_id, dst, tmp)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @_store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:

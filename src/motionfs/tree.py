@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,7 +26,7 @@ import trio
 from .bridge import AsyncioBridge
 from .cache import DataCache
 from .errors import FsError, StoreUnavailable
-from .index import Index, Inode
+from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
 from .models import NamespaceType, ProjectMetadata, StorageScope
 from .storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage, store_path
@@ -133,6 +133,9 @@ class Tree:
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._fetch_locks: dict[int, trio.Lock] = {}
+        # Set by the FUSE layer: tell the kernel that cached data or names changed.
+        self.notify_inode: Callable[[int], None] = lambda ino: None
+        self.notify_entry: Callable[[int, bytes], None] = lambda parent, name: None
 
     # -- start-up ---------------------------------------------------------------
 
@@ -675,6 +678,7 @@ class Tree:
     def _remove_dir(self, parent: int, name: bytes, victim: Inode, t: int) -> None:
         if victim.role == Role.PROJECT.value:
             assert victim.ns_id is not None
+            CheckpointIndex(self.index).delete_namespace(victim.ns_id)
             self._destroy_namespace(victim.ns_id)
             log.info("deleted project %r (namespace %s)", name, victim.ns_id)
         elif self._in_project(victim):
@@ -806,8 +810,7 @@ class Tree:
             )
             self.open_files[inode.ino] = of
         of.handles += 1
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = self.allocate_fh()
         self.handles[fh] = Handle(inode.ino, writable, bool(flags & os.O_APPEND))
         return fh
 
@@ -1040,6 +1043,10 @@ class Tree:
         for ino, gen, path in self.cache.eviction_candidates():
             if usage <= self.cache.budget:
                 return
+            if ino == -1:  # checkpoint content: open handles keep their fd
+                usage -= path.stat().st_blocks * 512
+                path.unlink(missing_ok=True)
+                continue
             inode = self.index.get(ino)
             if (
                 inode is None
@@ -1052,6 +1059,38 @@ class Tree:
             size = path.stat().st_blocks * 512
             self.cache.drop(ino, gen)
             usage -= size
+
+    def allocate_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    async def seal_namespace(self, ns_id: str) -> None:
+        """Seal every open file of a namespace (before a checkpoint or restore)."""
+        for of in list(self.open_files.values()):
+            inode = self.index.get(of.ino)
+            if of.work and inode is not None and inode.ns_id == ns_id:
+                await self._seal(of)
+
+    def content_replaced(
+        self, changed: list[int], entries: list[tuple[int, bytes]], removed: list[int]
+    ) -> None:
+        """Content changed behind the kernel's back (a restore): reopen and invalidate."""
+        for ino in changed:
+            of = self.open_files.get(ino)
+            inode = self.index.get(ino)
+            if of is not None and inode is not None:
+                if of.fd is not None:
+                    os.close(of.fd)
+                of.fd, of.fd_gen, of.work = None, 0, False
+                of.size, of.mtime_ns, of.ctime_ns = inode.size, inode.mtime_ns, inode.ctime_ns
+            if inode is not None:
+                self.cache.drop_all(ino, keep=inode.content_gen)
+            self.notify_inode(ino)
+        for parent, name in entries:
+            self.notify_entry(parent, name)
+        for ino in removed:
+            self._maybe_purge(ino)
 
     def statfs_path(self) -> Path:
         return self.cache.root

@@ -1,0 +1,149 @@
+"""The daemon's control socket: requests the file system API cannot express.
+
+`motionfs checkpoint ...` runs in another process, but checkpoints must be
+created and restored by the daemon that owns the index and the kernel's
+caches. The daemon listens on an abstract Unix socket named after its store;
+only the daemon's own user and root may talk to it (checked with
+SO_PEERCRED). One JSON request per connection, one JSON reply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .errors import FsError, StoreUnavailable
+from .snapview import Drive
+from .tree import ROOT_INO, Role
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 1 << 20
+
+
+def socket_name(store: Path) -> bytes:
+    digest = hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:24]
+    return b"\0motionfs-" + digest.encode()
+
+
+class ControlError(Exception):
+    """A request the daemon refused; the message is for the user."""
+
+
+def request(store: Path, payload: dict[str, Any], timeout: float = 3600) -> Any:
+    """Send one request to the daemon serving `store` (blocking; for the CLI)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(socket_name(store))
+        except OSError as e:
+            raise ControlError(f"no motionfs daemon is serving {store}") from e
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data or b'{"ok": false, "error": "the daemon closed the connection"}')
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error", "request failed"))
+    return reply.get("result")
+
+
+class ControlServer:
+    def __init__(self, drive: Drive, store: Path) -> None:
+        self.drive = drive
+        self.store = store
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "checkpoint.create": self._create,
+            "checkpoint.list": self._list,
+            "checkpoint.delete": self._delete,
+            "checkpoint.restore": self._restore,
+            "checkpoint.diff": self._diff,
+        }
+
+    async def serve(self) -> None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(socket_name(self.store))
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        await trio.serve_listeners(self._handle, [listener])
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                reply = await self._answer(stream)
+            except Exception as e:  # a bad request must not take the daemon down
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {e}"}
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+    async def _answer(self, stream: trio.SocketStream) -> dict[str, Any]:
+        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid not in (0, os.getuid()):
+            return {"ok": False, "error": "permission denied: not the drive's owner"}
+        data = b""
+        while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            data += chunk
+        req = json.loads(data)
+        handler = self.handlers.get(req.get("op", ""))
+        if handler is None:
+            return {"ok": False, "error": f"unknown request {req.get('op')!r}"}
+        try:
+            return {"ok": True, "result": await handler(req)}
+        except FsError as e:
+            return {"ok": False, "error": e.why or os.strerror(e.errno)}
+        except StoreUnavailable as e:
+            return {"ok": False, "error": f"the store is unavailable: {e}"}
+
+    def _project(self, req: dict[str, Any]) -> int:
+        """The inode of the project folder at `path` (relative to the mountpoint)."""
+        ino = ROOT_INO
+        for part in str(req.get("path", "")).split("/"):
+            if not part or part == ".":
+                continue
+            found = self.drive.tree.index.lookup(ino, os.fsencode(part))
+            if found is None:
+                raise FsError(errno.ENOENT, f"{req.get('path')} does not exist")
+            ino = found
+        node = self.drive.tree.stat(ino)
+        if node.role != Role.PROJECT.value:
+            raise FsError(errno.EINVAL, f"{req.get('path') or '/'} is not a project folder")
+        return ino
+
+    async def _create(self, req: dict[str, Any]) -> dict[str, Any]:
+        cps = self.drive.checkpoints
+        cp = await cps.create(self._project(req), os.fsencode(req["name"]), req.get("description"))
+        return {"name": cp.name, "file_count": cp.file_count, "logical_size": cp.logical_size}
+
+    async def _list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        summaries = self.drive.checkpoints.summaries(self._project(req))
+        return [s.model_dump(mode="json") for s in summaries]
+
+    async def _delete(self, req: dict[str, Any]) -> None:
+        self.drive.checkpoints.delete(self._project(req), os.fsencode(req["name"]))
+
+    async def _restore(self, req: dict[str, Any]) -> dict[str, str]:
+        auto = await self.drive.checkpoints.restore(self._project(req), req["name"])
+        return {"safety_checkpoint": auto}
+
+    async def _diff(self, req: dict[str, Any]) -> list[dict[str, str]]:
+        changes = self.drive.checkpoints.diff(self._project(req), req["name"], req.get("other"))
+        return [c.model_dump() for c in changes]
