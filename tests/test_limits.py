@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import NATIVE, Drive
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="measures the motionfs daemon")
