@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import Harness
+
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 
@@ -158,6 +160,12 @@ def make_drive(tmp_path: Path) -> Iterator[object]:
     finally:
         for drive in drives:
             drive.teardown()
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    """The daemon's components over one store directory, without the kernel."""
+    return Harness(tmp_path)
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""Fast checkpoint tests without the kernel: what the store and the index hold."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import CTX, Harness, ns_of, project, read_file, write_file
+from motionfs.checkpoints import Checkpoints, manifest_path, object_path
+from motionfs.errors import FsError
+from motionfs.tree import Tree
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def store_usage(h: Harness) -> int:
+    return sum(p.stat().st_size for p in (h.root / "data").rglob("*") if p.is_file())
+
+
+def test_content_is_stored_once_per_hash(h: Harness) -> None:
+    """Two checkpoints of mostly unchanged files add only the changed content."""
+
+    async def body(tree: Tree) -> None:
+        cps = Checkpoints(tree)
+        p = await project(tree)
+        for i in range(10):
+            await write_file(tree, p, f"f{i}".encode(), bytes([i]) * 50_000)
+        await write_file(tree, p, b"dup", bytes([0]) * 50_000)  # same content as f0
+        await cps.create(p, b"c1", None)
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, object_path(sha(bytes([3]) * 50_000))) == bytes([3]) * 50_000
+        before = store_usage(h)
+        ino = tree.lookup(p, b"f3").ino
+        fh = await tree.open(ino, os.O_WRONLY)
+        await tree.write(fh, 0, b"changed")
+        await tree.release(fh)
+        await cps.create(p, b"c2", "one file changed")
+        await tree.journal.drain_all()
+        grown = store_usage(h) - before
+        # The changed file itself (50 KB) plus its one new object and the manifest.
+        assert grown < 2 * 50_000 + 20_000
+        summaries = {s.name: s for s in cps.summaries(p)}
+        assert summaries["c2"].file_count == 11
+        assert summaries["c2"].exclusive_bytes == 50_000
+        assert summaries["c2"].description == "one file changed"
+        assert h.store_bytes(tree, ns, manifest_path("c2")) is not None
+
+    h.run(body)
+
+
+def test_restore_puts_back_content_tree_and_metadata(h: Harness) -> None:
+    """Restore removes later files, brings back deleted ones, resets modes and xattrs."""
+
+    async def body(tree: Tree) -> None:
+        cps = Checkpoints(tree)
+        p = await project(tree)
+        d = await tree.mkdir(p, b"empty", 0o750, CTX)
+        f = await write_file(tree, p, b"f", b"original")
+        tree.setxattr(f, b"user.k", b"v1")
+        await cps.create(p, b"v1", None)
+        await tree.setattr(f, mode=0o600)
+        tree.setxattr(f, b"user.k", b"v2")
+        fh = await tree.open(f, os.O_WRONLY | os.O_TRUNC)
+        await tree.write(fh, 0, b"rewritten")
+        await tree.release(fh)
+        await tree.rmdir(p, b"empty")
+        await write_file(tree, p, b"later", b"x")
+        auto = await cps.restore(p, "v1")
+        assert auto.startswith("auto-")
+        names = sorted(n for n, _node in tree.listing(p))
+        assert names == [b"empty", b"f"]
+        f_now = tree.lookup(p, b"f")
+        assert await read_file(tree, f_now.ino) == b"original"
+        assert f_now.mode & 0o777 == 0o644
+        assert tree.getxattr(f_now.ino, b"user.k") == b"v1"
+        assert tree.lookup(p, b"empty").mode & 0o777 == d.mode & 0o777
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        assert h.store_bytes(tree, ns, "/f") == b"original"
+        assert h.store_bytes(tree, ns, "/later") is None
+        changes = {(c.kind, c.path) for c in cps.diff(p, auto, "v1")}
+        assert changes == {("D", "later"), ("A", "empty"), ("M", "f")}
+
+    h.run(body)
+
+
+def test_deleting_checkpoints_frees_unshared_content(h: Harness) -> None:
+    """An object stays while any checkpoint uses it and goes with the last one."""
+
+    async def body(tree: Tree) -> None:
+        cps = Checkpoints(tree)
+        p = await project(tree)
+        await write_file(tree, p, b"f", b"kept")
+        await cps.create(p, b"a", None)
+        await cps.create(p, b"b", None)
+        ns = ns_of(tree, p)
+        obj = object_path(sha(b"kept"))
+        cps.delete(p, b"a")
+        await tree.journal.drain_all()
+        assert h.store_bytes(tree, ns, obj) == b"kept"
+        cps.delete(p, b"b")
+        await tree.journal.drain_all()
+        assert h.store_bytes(tree, ns, obj) is None
+        assert h.store_bytes(tree, ns, manifest_path("b")) is None
+
+    h.run(body)
+
+
+@pytest.mark.parametrize(
+    ("name", "err"),
+    [(b"latest", errno.EINVAL), (b".hidden", errno.EINVAL), (b"a b", errno.EINVAL),
+     (b"x" * 129, errno.EINVAL), (b"v1", errno.EEXIST)],
+)
+def test_checkpoint_name_errors(h: Harness, name: bytes, err: int) -> None:
+    """Reserved, hidden, spaced, over-long and existing names are refused."""
+
+    async def body(tree: Tree) -> None:
+        cps = Checkpoints(tree)
+        p = await project(tree)
+        await cps.create(p, b"v1", None)
+        with pytest.raises(FsError) as e:
+            await cps.create(p, name, None)
+        assert e.value.errno == err
+
+    h.run(body)
+
+
+def test_checkpoints_survive_a_restart(tmp_path: Path) -> None:
+    """Manifests live in the index and content in the store: a new daemon browses them."""
+    h = Harness(tmp_path)
+    found: dict[str, int] = {}
+
+    async def first(tree: Tree) -> None:
+        p = await project(tree)
+        found["p"] = p
+        await write_file(tree, p, b"f", b"old")
+        await Checkpoints(tree).create(p, b"v1", None)
+
+    async def second(tree: Tree) -> None:
+        tree.cache.drop_all(tree.lookup(found["p"], b"f").ino)
+        cps = Checkpoints(tree)
+        assert [s.name for s in cps.summaries(found["p"])] == ["v1"]
+        await cps.restore(found["p"], "v1")
+        assert await read_file(tree, tree.lookup(found["p"], b"f").ino) == b"old"
+
+    h.run(first)
+    h.run(second)
