@@ -36,10 +36,17 @@ SNIFF_BYTES = 4096
 
 # FFmpeg probe bounds: how many bytes, and how many microseconds of media, the
 # demuxer may read to find stream parameters. Headers of MP4/MOV/MKV/WebM/WAV
-# carry everything we need, so 2 MiB / 3 s is ample and keeps pathological
-# input from making FFmpeg scan far (its defaults are 5 MB / 5 s).
+# carry everything we need, so 2 MiB / 3 s is ample (FFmpeg's defaults are 5 MB / 5 s).
 PROBE_BYTES = 2 * 1024 * 1024
 ANALYZE_MICROSECONDS = 3_000_000
+
+# Hard cap on the bytes FFmpeg may read from one file, seeks not counted. The
+# probe limits above are checked between packets only: on a 3 GiB file of an
+# MP3 frame followed by zeros, FFmpeg's MP3 parser grows one "packet" to the
+# whole file (2 GiB of memory, 30 s); a WAV header followed by zeros makes it
+# walk 8-byte chunks for minutes. Past the cap reads return EOF. A long
+# render's MP4 index (moov) is a few MiB, so 32 MiB leaves room.
+READ_BUDGET_BYTES = 32 * 1024 * 1024
 
 # Demuxers FFmpeg may pick when probing. Anything else (image2 with its
 # "%d" file-name patterns, concat, hls, tty, subtitle formats...) is refused:
@@ -402,20 +409,23 @@ def _probe_av(
     options = {
         "probesize": str(PROBE_BYTES),
         "analyzeduration": str(ANALYZE_MICROSECONDS),
-        # Only this one local file: no network, no playlists opening other files.
-        "protocol_whitelist": "file",
         "format_whitelist": _FORMAT_WHITELIST,
     }
-    # "file:" + absolute path: a name like "concat:x" or "http:x" stays a file name.
-    url = "file:" + os.path.abspath(path)
     try:
-        with av.open(
-            url,
-            mode="r",
-            format=sniffed.demuxer if sniffed else None,
-            container_options=options,
-            metadata_errors="replace",
-        ) as container:
+        # A file object, not the path: FFmpeg then reads through _BudgetedReader,
+        # cannot see the file name (so the type comes from the content alone, and
+        # names like "concat:x" or "frame%03d.png" mean nothing), and opens no
+        # other file or URL.
+        with (
+            open(path, "rb") as raw,
+            av.open(
+                _BudgetedReader(raw, READ_BUDGET_BYTES),
+                mode="r",
+                format=sniffed.demuxer if sniffed else None,
+                container_options=options,
+                metadata_errors="replace",
+            ) as container,
+        ):
             format_name = container.format.name
             videos = [
                 s
@@ -457,6 +467,11 @@ def _probe_av(
                     if s.duration is not None and s.duration > 0 and s.time_base is not None:
                         duration = float(s.duration * s.time_base)
                         break
+            if duration is None and container.bit_rate and size > 0:
+                # What FFmpeg itself does for headerless CBR audio when it knows the
+                # size, which a file object does not tell it.
+                duration = size * 8 / container.bit_rate
+                info.warnings.append("duration estimated from file size and bitrate")
             info.duration_seconds = duration
             if duration is None and info.kind in {"video", "audio"}:
                 info.warnings.append("duration unknown")
@@ -470,6 +485,11 @@ def _probe_av(
     except Exception as e:
         info.warnings.append(f"FFmpeg cannot demux the file: {_describe(e)}")
         return False
+    finally:
+        if reader_state.exhausted:
+            info.warnings.append(
+                f"stopped reading after {READ_BUDGET_BYTES} bytes: values may be incomplete"
+            )
     return True
 
 
