@@ -80,6 +80,7 @@ class Checkpoints:
         self._changed: list[int] = []
         self._entries_changed: list[tuple[int, bytes]] = []
         self._removed: list[int] = []
+        self._reopen: list[int] = []
 
     def _project(self, project_ino: int) -> tuple[Inode, str]:
         project = self.tree._get(project_ino)
@@ -265,11 +266,13 @@ class Checkpoints:
                 if entry is None or entry[0].sha256 != node.sha256:
                     await self.tree._ensure_cached(node)
         await self.tree.seal_namespace(ns_id)
-        self._changed, self._entries_changed, self._removed = [], [], []
+        self._changed, self._entries_changed, self._removed, self._reopen = [], [], [], []
         t = now_ns()
         with self.tree._changing():
             self._restore_dir(project, ns_id, self.cps.root(cp.cp_id), project.ino, t)
-        self.tree.content_replaced(self._changed, self._entries_changed, self._removed)
+        self.tree.content_replaced(
+            self._reopen, self._changed, self._entries_changed, self._removed
+        )
         await self.tree._wait_store(self.tree.journal.drain(ns_id, self.tree.config.io_timeout))
         self.index.sync()
         log.info("restored %s to checkpoint %s (safety checkpoint %s)", ns_id, name, auto)
@@ -317,10 +320,14 @@ class Checkpoints:
                 continue
             self._apply_attrs(node.ino, e)
             if stat.S_ISREG(e.mode) and (existing_ino is None or node.sha256 != e.sha256):
-                gen = node.content_gen + 1
+                # The content is the object, copied to the file's path in the
+                # store and fetched into the cache when first read.
+                # Generation 0 is the empty file.
+                gen = node.content_gen + 1 if e.size else 0
                 self.index.update(
                     node.ino, content_gen=gen, stored_gen=gen, sha256=e.sha256, size=e.size
                 )
+                self._reopen.append(node.ino)
                 path = tree._store_path(ino, name)
                 if e.size:
                     self.index.enqueue(
@@ -328,12 +335,11 @@ class Checkpoints:
                     )
                 else:
                     self.index.enqueue(ns_id, Op.PUT.value, ino=node.ino, path=path)
-                self._changed.append(node.ino)
             elif stat.S_ISLNK(e.mode) and node.target != e.target:
                 self.index.update(node.ino, target=e.target, size=e.size)
-                self._changed.append(node.ino)
 
     def _apply_attrs(self, ino: int, e: CpEntry) -> None:
+        self._changed.append(ino)  # the kernel's cached attributes are stale now
         self.index.update(
             ino,
             mode=e.mode,

@@ -129,8 +129,9 @@ class ControlServer:
         return ino
 
     async def _create(self, req: dict[str, Any]) -> dict[str, Any]:
-        cps = self.drive.checkpoints
-        cp = await cps.create(self._project(req), os.fsencode(req["name"]), req.get("description"))
+        cp = await self.drive.create_checkpoint(
+            self._project(req), os.fsencode(req["name"]), req.get("description")
+        )
         return {"name": cp.name, "file_count": cp.file_count, "logical_size": cp.logical_size}
 
     async def _list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,7 +139,7 @@ class ControlServer:
         return [s.model_dump(mode="json") for s in summaries]
 
     async def _delete(self, req: dict[str, Any]) -> None:
-        self.drive.checkpoints.delete(self._project(req), os.fsencode(req["name"]))
+        self.drive.delete_checkpoint(self._project(req), os.fsencode(req["name"]))
 
     async def _restore(self, req: dict[str, Any]) -> dict[str, str]:
         auto = await self.drive.checkpoints.restore(self._project(req), req["name"])

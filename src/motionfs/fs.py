@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from .errors import FsError, StoreUnavailable
 from .index import Inode
@@ -33,6 +34,9 @@ QUIET_ERRNOS = {errno.ENOENT, errno.ENODATA, errno.EEXIST, errno.ENOTEMPTY}
 def translated(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ops = args[0]
+        assert isinstance(ops, Operations)
+        ops.tree.journal.last_request = trio.current_time()
         try:
             return await fn(*args, **kwargs)
         except FsError as e:

@@ -9,8 +9,10 @@ Every operation is idempotent. fsync waits here for its own entry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from enum import StrEnum
 
 import trio
@@ -25,6 +27,12 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 MAX_PARALLEL_NAMESPACES = 4
+# Write-back delay: while requests keep arriving, store work waits for a quiet
+# moment (the libraries' Python work competes with the FUSE loop for the GIL),
+# unless someone waits for it (fsync, a checkpoint, an uncached read, unmount)
+# or the backlog grows past BACKLOG entries.
+QUIET = 0.25
+BACKLOG = 2000
 
 
 class Op(StrEnum):
@@ -49,6 +57,9 @@ class Journal:
         self._progress = trio.Event()  # set (and replaced) whenever an entry finishes
         self._limiter = trio.CapacityLimiter(MAX_PARALLEL_NAMESPACES)
         self.errors: dict[str, str] = {}
+        self.last_request = 0.0  # trio clock time of the latest file system request
+        self._waiters = 0
+        self._urgent = trio.Event()  # set while someone waits for the store
 
     def kick(self) -> None:
         self._wake.set()
@@ -71,11 +82,20 @@ class Journal:
         try:
             async with self._limiter:
                 while (entry := self.index.next_op(ns_id)) is not None:
+                    await self._quiet_moment()
                     await self._apply_with_retry(entry)
         finally:
             self._running.discard(ns_id)
             self._notify()
             self.kick()
+
+    async def _quiet_moment(self) -> None:
+        while not self._waiters:
+            idle = trio.current_time() - self.last_request
+            if idle >= QUIET or self.index.pending_count() > BACKLOG:
+                return
+            with trio.move_on_after(QUIET - idle):
+                await self._urgent.wait()
 
     async def _apply_with_retry(self, entry: JournalEntry) -> None:
         attempts = entry.attempts
@@ -164,10 +184,22 @@ class Journal:
 
     # -- waiting ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Someone waits for the store: no write-back delay meanwhile."""
+        self._waiters += 1
+        self._urgent.set()
+        self.kick()
+        try:
+            yield
+        finally:
+            self._waiters -= 1
+            if not self._waiters:
+                self._urgent = trio.Event()
+
     async def wait_for(self, ns_id: str, seq: int, timeout: float) -> None:
         """Wait until entry `seq` (and all before it in ns_id) is applied."""
-        self.kick()
-        with trio.move_on_after(timeout) as scope:
+        with self._waiting(), trio.move_on_after(timeout) as scope:
             while True:
                 entry = self.index.next_op(ns_id)
                 if entry is None or entry.seq > seq:
@@ -180,8 +212,7 @@ class Journal:
 
     async def wait_for_uploads(self, ino: int, timeout: float) -> None:
         """Wait until no upload of `ino` is pending (newer ones replace older)."""
-        self.kick()
-        with trio.move_on_after(timeout) as scope:
+        with self._waiting(), trio.move_on_after(timeout) as scope:
             while self.index.pending_puts(ino):
                 await self._progress.wait()
         if scope.cancelled_caught:
@@ -197,7 +228,6 @@ class Journal:
             await self.wait_for(ns_id, last, timeout)
 
     async def drain_all(self, timeout: float = math.inf) -> None:
-        self.kick()
-        with trio.move_on_after(timeout):
+        with self._waiting(), trio.move_on_after(timeout):
             while self.index.pending_count():
                 await self._progress.wait()

@@ -21,9 +21,10 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
+from av.container import InputContainer
 from av.stream import Disposition
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -47,6 +48,10 @@ ANALYZE_MICROSECONDS = 3_000_000
 # walk 8-byte chunks for minutes. Past the cap reads return EOF. A long
 # render's MP4 index (moov) is a few MiB, so 32 MiB leaves room.
 READ_BUDGET_BYTES = 32 * 1024 * 1024
+# Cap on seeks, for the same reason: the WAV walk above seeks twice per 8-byte
+# chunk (PyAV cannot tell FFmpeg the size, so FFmpeg asks by seeking to the end),
+# about 6 µs each through Python. Real headers need a handful of seeks.
+SEEK_BUDGET = 65_536
 
 # Demuxers FFmpeg may pick when probing. Anything else (image2 with its
 # "%d" file-name patterns, concat, hls, tty, subtitle formats...) is refused:
@@ -362,6 +367,50 @@ def _probe_image(path: Path, sniffed: _Sniffed, head: bytes, info: MediaInfo) ->
 # Audio and video (PyAV / FFmpeg)
 
 
+class _BudgetedReader:
+    """A binary file FFmpeg may read at most `budget` bytes of; then it sees EOF.
+
+    Seeks do not count against the bytes, so FFmpeg can still jump to an MP4
+    index at the end of a file or to a Matroska cue table, but there are at
+    most SEEK_BUDGET of them; past that seeks fail and reads see EOF. Failures
+    are return values, not exceptions: PyAV prints exceptions raised in its
+    I/O callbacks, and FFmpeg ignores some seek errors anyway (only EOF ends
+    its WAV chunk walk).
+    """
+
+    def __init__(self, raw: BinaryIO, budget: int) -> None:
+        self._raw = raw
+        self._remaining = budget
+        self._seeks_left = SEEK_BUDGET
+        self._file_size = os.fstat(raw.fileno()).st_size
+        self.exhausted = False  # a read was cut short by the budget, not by the file's end
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._remaining:
+            size = self._remaining
+            if self._raw.tell() + size < self._file_size:
+                self.exhausted = True
+        if size == 0:
+            return b""
+        data = self._raw.read(size)
+        self._remaining -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if self._seeks_left <= 0:
+            self.exhausted = True
+            self._remaining = 0
+            return -1  # FFmpeg reads a negative result as a failed seek
+        self._seeks_left -= 1
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
 def _container_name(
     format_name: str,
     sniffed: _Sniffed | None,
@@ -412,85 +461,102 @@ def _probe_av(
         "format_whitelist": _FORMAT_WHITELIST,
     }
     try:
-        # A file object, not the path: FFmpeg then reads through _BudgetedReader,
-        # cannot see the file name (so the type comes from the content alone, and
-        # names like "concat:x" or "frame%03d.png" mean nothing), and opens no
-        # other file or URL.
-        with (
-            open(path, "rb") as raw,
-            av.open(
-                _BudgetedReader(raw, READ_BUDGET_BYTES),
-                mode="r",
-                format=sniffed.demuxer if sniffed else None,
-                container_options=options,
-                metadata_errors="replace",
-            ) as container,
-        ):
-            format_name = container.format.name
-            videos = [
-                s
-                for s in container.streams.video
-                if not s.disposition & Disposition.attached_pic  # cover art is not video
-            ]
-            audios = list(container.streams.audio)
-            video_codecs = [s.codec_context.codec.canonical_name for s in videos]
-            audio_codecs = [s.codec_context.codec.canonical_name for s in audios]
-            brand = container.metadata.get("major_brand")
-
-            if videos:
-                info.kind = "video"
-                v = videos[0]
-                info.width = v.codec_context.width or None
-                info.height = v.codec_context.height or None
-                info.fps = _rate(v.average_rate) or _rate(v.guessed_rate)
-                if info.fps is None:
-                    info.warnings.append("video stream has no frame rate")
-            elif audios:
-                info.kind = "audio"
-            else:
-                info.kind = "other"
-                info.warnings.append(f"{format_name} container has no audio or video stream")
-            info.video_codec = video_codecs[0] if video_codecs else None
-            info.audio_codec = audio_codecs[0] if audio_codecs else None
-            info.container = _container_name(
-                format_name, sniffed, head, brand, video_codecs, audio_codecs
-            )
-            info.mime_type = _MIME.get((info.container, info.kind)) or (
-                sniffed.mime if sniffed else None
-            )
-
-            duration: float | None = None
-            if container.duration is not None and container.duration > 0:
-                duration = container.duration / av.time_base
-            else:
-                for s in [*videos, *audios]:
-                    if s.duration is not None and s.duration > 0 and s.time_base is not None:
-                        duration = float(s.duration * s.time_base)
-                        break
-            if duration is None and container.bit_rate and size > 0:
-                # What FFmpeg itself does for headerless CBR audio when it knows the
-                # size, which a file object does not tell it.
-                duration = size * 8 / container.bit_rate
-                info.warnings.append("duration estimated from file size and bitrate")
-            info.duration_seconds = duration
-            if duration is None and info.kind in {"video", "audio"}:
-                info.warnings.append("duration unknown")
-
-            if container.bit_rate and container.bit_rate > 0:
-                info.bitrate_kbps = max(1, round(container.bit_rate / 1000))
-            elif duration and size > 0:
-                info.bitrate_kbps = max(1, round(size * 8 / duration / 1000))
-            elif info.kind in {"video", "audio"}:
-                info.warnings.append("bitrate unknown")
-    except Exception as e:
-        info.warnings.append(f"FFmpeg cannot demux the file: {_describe(e)}")
+        with open(path, "rb") as raw:
+            # A file object, not the path: FFmpeg reads through the budget, cannot
+            # see the file name (so the type comes from the content alone, and
+            # names like "concat:x" or "frame%03d.png" mean nothing), and opens no
+            # other file or URL.
+            reader = _BudgetedReader(raw, READ_BUDGET_BYTES)
+            try:
+                with av.open(
+                    reader,
+                    mode="r",
+                    format=sniffed.demuxer if sniffed else None,
+                    container_options=options,
+                    metadata_errors="replace",
+                ) as container:
+                    _read_container(container, sniffed, head, size, info)
+            except Exception as e:
+                info.warnings.append(f"FFmpeg cannot demux the file: {_describe(e)}")
+                return False
+            finally:
+                if reader.exhausted:
+                    info.warnings.append(
+                        f"stopped reading at the probe's limit ({READ_BUDGET_BYTES} bytes,"
+                        f" {SEEK_BUDGET} seeks): values may be incomplete"
+                    )
+    except OSError as e:
+        info.warnings.append(f"cannot read the file: {_describe(e)}")
         return False
-    finally:
-        if reader_state.exhausted:
-            info.warnings.append(
-                f"stopped reading after {READ_BUDGET_BYTES} bytes: values may be incomplete"
-            )
     return True
+
+
+def _read_container(
+    container: InputContainer,
+    sniffed: _Sniffed | None,
+    head: bytes,
+    size: int,
+    info: MediaInfo,
+) -> None:
+    """Copy what an opened container says into `info`."""
+    format_name = container.format.name
+    videos = [
+        s
+        for s in container.streams.video
+        if not s.disposition & Disposition.attached_pic  # cover art is not video
+    ]
+    audios = list(container.streams.audio)
+    video_codecs = [s.codec_context.codec.canonical_name for s in videos]
+    audio_codecs = [s.codec_context.codec.canonical_name for s in audios]
+
+    if videos:
+        info.kind = "video"
+        v = videos[0]
+        info.width = v.codec_context.width or None
+        info.height = v.codec_context.height or None
+        info.fps = _rate(v.average_rate) or _rate(v.guessed_rate)
+        if info.fps is None:
+            info.warnings.append("video stream has no frame rate")
+    elif audios:
+        info.kind = "audio"
+    else:
+        info.kind = "other"
+        info.warnings.append(f"{format_name} container has no audio or video stream")
+    info.video_codec = video_codecs[0] if video_codecs else None
+    info.audio_codec = audio_codecs[0] if audio_codecs else None
+    info.container = _container_name(
+        format_name,
+        sniffed,
+        head,
+        container.metadata.get("major_brand"),
+        video_codecs,
+        audio_codecs,
+    )
+    info.mime_type = _MIME.get((info.container, info.kind)) or (sniffed.mime if sniffed else None)
+
+    duration: float | None = None
+    if container.duration is not None and container.duration > 0:
+        duration = container.duration / av.time_base
+    else:
+        for s in [*videos, *audios]:
+            if s.duration is not None and s.duration > 0 and s.time_base is not None:
+                duration = float(s.duration * s.time_base)
+                break
+    if duration is None and container.bit_rate and size > 0:
+        # What FFmpeg itself does for headerless CBR audio when it knows the file
+        # size, which a file object does not tell it.
+        duration = size * 8 / container.bit_rate
+        info.warnings.append("duration estimated from file size and bitrate")
+    info.duration_seconds = duration
+    if duration is None and info.kind in {"video", "audio"}:
+        info.warnings.append("duration unknown")
+
+    if container.bit_rate and container.bit_rate > 0:
+        info.bitrate_kbps = max(1, round(container.bit_rate / 1000))
+    elif duration and size > 0:
+        info.bitrate_kbps = max(1, round(size * 8 / duration / 1000))
+    elif info.kind in {"video", "audio"}:
+        info.warnings.append("bitrate unknown")
 
 
 # ---------------------------------------------------------------------------
@@ -498,6 +564,9 @@ def _probe_av(
 
 
 def _describe(e: BaseException) -> str:
+    """'Type: message' for a warning; FFmpeg errors without their '<none>' file name."""
+    if isinstance(e, av.FFmpegError) and e.strerror:
+        return f"{type(e).__name__}: {e.strerror}"
     return f"{type(e).__name__}: {e}"
 
 

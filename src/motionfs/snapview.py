@@ -374,10 +374,29 @@ class Drive:
 
     # -- changes --------------------------------------------------------------------------------
 
+    async def create_checkpoint(
+        self, project_ino: int, name: bytes, description: str | None
+    ) -> Checkpoint:
+        cp = await self.checkpoints.create(project_ino, name, description)
+        self._snapshots_changed(project_ino, name)
+        return cp
+
+    def delete_checkpoint(self, project_ino: int, name: bytes) -> None:
+        self.checkpoints.delete(project_ino, name)
+        self._snapshots_changed(project_ino, name)
+
+    def _snapshots_changed(self, project_ino: int, name: bytes) -> None:
+        """Tell the kernel: this name in .snapshots, and `latest`, changed."""
+        snapdir = SNAPDIR_BASE + project_ino
+        self.tree.notify_entry(snapdir, name)
+        self.tree.notify_entry(snapdir, LATEST)
+        self.tree.notify_inode(LATEST_BASE + project_ino)
+        self.tree.notify_inode(snapdir)
+
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Inode:
         if SNAPDIR_BASE <= parent < LATEST_BASE:
             project = self.view._project_of(parent, SNAPDIR_BASE)
-            cp = await self.checkpoints.create(project.ino, name, None)
+            cp = await self.create_checkpoint(project.ino, name, None)
             return self.view.entry_inode(self.checkpoints.cps.root(cp.cp_id))
         self._refuse_name(parent, name)
         return await self.tree.mkdir(parent, name, mode, ctx)
@@ -387,7 +406,7 @@ class Drive:
             if name == LATEST:
                 raise FsError(errno.ENOTDIR)
             project = self.view._project_of(parent, SNAPDIR_BASE)
-            self.checkpoints.delete(project.ino, name)
+            self.delete_checkpoint(project.ino, name)
             return
         self._refuse_name(parent, name, errno.EBUSY)
         await self.tree.rmdir(parent, name)

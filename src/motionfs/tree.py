@@ -951,7 +951,10 @@ class Tree:
         if base and keep != 0:
             await self._ensure_cached(inode)
         gen = max(inode.content_gen, of.fd_gen) + 1
-        fd = await trio.to_thread.run_sync(self.cache.start_work, of.ino, gen, base, keep)
+        if base and keep != 0:  # a copy: off the event loop
+            fd = await trio.to_thread.run_sync(self.cache.start_work, of.ino, gen, base, keep)
+        else:  # a new empty file: cheaper than a thread hop
+            fd = self.cache.start_work(of.ino, gen, base, keep)
         if of.fd is not None:
             os.close(of.fd)
         of.fd, of.fd_gen, of.work = fd, gen, True
@@ -1073,10 +1076,18 @@ class Tree:
                 await self._seal(of)
 
     def content_replaced(
-        self, changed: list[int], entries: list[tuple[int, bytes]], removed: list[int]
+        self,
+        reopen: list[int],
+        changed: list[int],
+        entries: list[tuple[int, bytes]],
+        removed: list[int],
     ) -> None:
-        """Content changed behind the kernel's back (a restore): reopen and invalidate."""
-        for ino in changed:
+        """Files changed behind the kernel's back (a restore): reopen and invalidate.
+
+        `reopen`: content replaced; `changed`: attributes changed; `entries`:
+        names added or removed; `removed`: inodes that lost their last link.
+        """
+        for ino in reopen:
             of = self.open_files.get(ino)
             inode = self.index.get(ino)
             if of is not None and inode is not None:
@@ -1086,6 +1097,7 @@ class Tree:
                 of.size, of.mtime_ns, of.ctime_ns = inode.size, inode.mtime_ns, inode.ctime_ns
             if inode is not None:
                 self.cache.drop_all(ino, keep=inode.content_gen)
+        for ino in {*reopen, *changed}:
             self.notify_inode(ino)
         for parent, name in entries:
             self.notify_entry(parent, name)
