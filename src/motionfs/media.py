@@ -49,8 +49,9 @@ ANALYZE_MICROSECONDS = 3_000_000
 # render's MP4 index (moov) is a few MiB, so 32 MiB leaves room.
 READ_BUDGET_BYTES = 32 * 1024 * 1024
 # Cap on seeks, for the same reason: the WAV walk above seeks twice per 8-byte
-# chunk (PyAV cannot tell FFmpeg the size, so FFmpeg asks by seeking to the end),
-# about 6 µs each through Python. Real headers need a handful of seeks.
+# chunk (PyAV does not answer FFmpeg's size query, so FFmpeg measures the file
+# by seeking to its end and back), a few µs each through Python. Real headers
+# need a handful of seeks.
 SEEK_BUDGET = 65_536
 
 # Demuxers FFmpeg may pick when probing. Anything else (image2 with its
@@ -201,17 +202,12 @@ def _looks_like_sfnt(head: bytes) -> bool:
     return 1 <= num_tables <= 64
 
 
+_BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+
+
 def _looks_like_bmp(head: bytes) -> bool:
     """'BM' plus a known DIB header size, since 'BM' alone is common in text."""
-    return len(head) >= 18 and int.from_bytes(head[14:18], "little") in {
-        12,
-        40,
-        52,
-        56,
-        64,
-        108,
-        124,
-    }
+    return len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES
 
 
 _SVG_START = re.compile(
@@ -543,8 +539,8 @@ def _read_container(
                 duration = float(s.duration * s.time_base)
                 break
     if duration is None and container.bit_rate and size > 0:
-        # What FFmpeg itself does for headerless CBR audio when it knows the file
-        # size, which a file object does not tell it.
+        # FFmpeg usually makes this estimate itself (headerless CBR MP3); this
+        # covers demuxers that leave it to the caller.
         duration = size * 8 / container.bit_rate
         info.warnings.append("duration estimated from file size and bitrate")
     info.duration_seconds = duration
@@ -621,7 +617,8 @@ def _probe(path: Path, progress: _Progress) -> MediaInfo:
         image_info = info.model_copy(update={"warnings": []})
         _probe_av(path, sniffed, head, st.st_size, image_info)
         info.width, info.height = image_info.width, image_info.height
-        info.warnings.extend(image_info.warnings)
+        if info.width is None:  # A/V complaints (no duration...) are noise for a still
+            info.warnings.extend(image_info.warnings)
         return info
 
     if _probe_av(path, sniffed, head, st.st_size, info):
@@ -642,10 +639,10 @@ def probe(path: Path) -> MediaInfo:
     """Read media metadata from `path`'s content; never raises.
 
     Type comes from magic bytes and the demuxer, not the extension: a PNG named
-    `x.mp4` is image/png. Reads the first 4 KiB, then headers only (Pillow) or at
-    most PROBE_BYTES / ANALYZE_MICROSECONDS of the stream (FFmpeg), so memory
-    and time do not grow with file size. For a wall-clock bound on top (a slow
-    or hung backing store), use `probe_with_timeout`.
+    `x.mp4` is image/png. Reads the first 4 KiB, then headers only (Pillow) or,
+    through FFmpeg, at most READ_BUDGET_BYTES with at most SEEK_BUDGET seeks, so
+    memory and time do not grow with file size. For a wall-clock bound on top
+    (a slow or hung backing store), use `probe_with_timeout`.
     """
     try:
         return _probe(path, _Progress())
