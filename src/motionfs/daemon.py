@@ -34,6 +34,7 @@ from .errors import SetupError
 from .fs import Operations
 from .index import Index
 from .journal import Journal
+from .motion import MotionMetadata
 from .snapview import Drive, SnapshotView
 from .storage import Storage
 from .tree import Tree, TreeConfig
@@ -190,7 +191,9 @@ class Daemon:
             ),
         )
         view = SnapshotView(self.tree, Checkpoints(self.tree), visible=opts.snapdir_visible)
-        self.drive = Drive(self.tree, view)
+        self.motion = MotionMetadata(self.tree)
+        self.journal.on_stored = self.motion.stored
+        self.drive = Drive(self.tree, view, self.motion)
         self.control = ControlServer(self.drive, opts.store)
 
     def prepare(self) -> None:
@@ -214,6 +217,7 @@ class Daemon:
             nursery.start_soon(self._evict_forever)
             nursery.start_soon(self._stop_on_signal)
             nursery.start_soon(self.control.serve)
+            nursery.start_soon(self.motion.run)
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)

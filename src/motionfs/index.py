@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS journal (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_ns ON journal (ns_id, seq);
+CREATE TABLE IF NOT EXISTS motion_meta (  -- Project/Render/AssetMetadata JSON per namespace
+    ns_id TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     cp_id INTEGER PRIMARY KEY AUTOINCREMENT,
     ns_id TEXT NOT NULL,
@@ -273,6 +277,16 @@ class Index:
 
     def remove_namespace(self, ns_id: str) -> None:
         self.db.execute("DELETE FROM namespaces WHERE ns_id=?", (ns_id,))
+        self.db.execute("DELETE FROM motion_meta WHERE ns_id=?", (ns_id,))
+
+    def get_motion_meta(self, ns_id: str) -> str | None:
+        row = self.db.execute("SELECT json FROM motion_meta WHERE ns_id=?", (ns_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_motion_meta(self, ns_id: str, text: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO motion_meta(ns_id, json) VALUES (?, ?)", (ns_id, text)
+        )
 
     # -- inodes -----------------------------------------------------------------
 

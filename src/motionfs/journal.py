@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 import trio
@@ -32,6 +32,8 @@ MAX_PARALLEL_NAMESPACES = 4
 # unless someone waits for it (fsync, a checkpoint, an uncached read, unmount)
 # or the backlog grows past BACKLOG entries.
 QUIET = 0.25
+MAX_DELAY = 0.5  # never wait longer than this for a pause...
+WORK_SLICE = 0.5  # ...and then work at least this long before waiting again
 BACKLOG = 2000
 
 
@@ -58,7 +60,9 @@ class Journal:
         self._limiter = trio.CapacityLimiter(MAX_PARALLEL_NAMESPACES)
         self.errors: dict[str, str] = {}
         self.last_request = 0.0  # trio clock time of the latest file system request
+        self.on_stored: Callable[[int], None] = lambda ino: None  # content reached the store
         self._waiters = 0
+        self._work_until = 0.0
         self._urgent = trio.Event()  # set while someone waits for the store
 
     def kick(self) -> None:
@@ -90,12 +94,19 @@ class Journal:
             self.kick()
 
     async def _quiet_moment(self) -> None:
-        while not self._waiters:
-            idle = trio.current_time() - self.last_request
-            if idle >= QUIET or self.index.pending_count() > BACKLOG:
-                return
-            with trio.move_on_after(QUIET - idle):
+        """Wait for a pause in requests, at most MAX_DELAY, then work for a while."""
+        now = trio.current_time()
+        if now < self._work_until or self._waiters:
+            return
+        deadline = now + MAX_DELAY
+        while not self._waiters and self.index.pending_count() <= BACKLOG:
+            now = trio.current_time()
+            idle = now - self.last_request
+            if idle >= QUIET or now >= deadline:
+                break
+            with trio.move_on_after(min(QUIET - idle, deadline - now)):
                 await self._urgent.wait()
+        self._work_until = trio.current_time() + WORK_SLICE
 
     async def _apply_with_retry(self, entry: JournalEntry) -> None:
         attempts = entry.attempts
@@ -181,6 +192,7 @@ class Journal:
         if current is not None and current.content_gen == gen:
             with self.index.transaction():
                 self.index.update(e.ino, stored_gen=gen, sha256=digest)
+            self.on_stored(e.ino)
 
     # -- waiting ----------------------------------------------------------------
 

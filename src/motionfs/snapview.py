@@ -21,6 +21,7 @@ from typing import Any
 from .checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
 from .errors import FsError, StoreUnavailable
 from .index import Checkpoint, CpEntry, Inode
+from .motion import MotionMetadata
 from .tree import Ctx, Role, Tree
 
 SNAPDIR_BASE = 1 << 40  # + a project's inode: its .snapshots folder
@@ -277,10 +278,11 @@ class SnapshotView:
 class Drive:
     """The FUSE layer's view: the live tree with `.snapshots` views mounted in."""
 
-    def __init__(self, tree: Tree, view: SnapshotView) -> None:
+    def __init__(self, tree: Tree, view: SnapshotView, motion: MotionMetadata) -> None:
         self.tree = tree
         self.view = view
         self.checkpoints = view.cps
+        self.motion = motion
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tree, name)
@@ -336,10 +338,15 @@ class Drive:
         return [(b".", me), (b"..", parent), *self.view.listing(ino)]
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        return self.view.getxattr(ino, name) if is_virtual(ino) else self.tree.getxattr(ino, name)
+        if is_virtual(ino):
+            return self.view.getxattr(ino, name)
+        value = self.motion.get(self.tree.stat(ino), name)
+        return value if value is not None else self.tree.getxattr(ino, name)
 
     def listxattr(self, ino: int) -> list[bytes]:
-        return self.view.listxattr(ino) if is_virtual(ino) else self.tree.listxattr(ino)
+        if is_virtual(ino):
+            return self.view.listxattr(ino)
+        return [*self.motion.names(self.tree.stat(ino)), *self.tree.listxattr(ino)]
 
     async def open(self, ino: int, flags: int) -> int:
         if is_virtual(ino):
@@ -447,8 +454,11 @@ class Drive:
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
         self._refuse(ino)
-        self.tree.setxattr(ino, name, value)
+        if not self.motion.set(self.tree.stat(ino), name, value):
+            self.tree.setxattr(ino, name, value)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._refuse(ino)
+        if self.motion.get(self.tree.stat(ino), name) is not None:
+            raise FsError(errno.EACCES, "motion metadata can be changed, not removed")
         self.tree.removexattr(ino, name)

@@ -472,6 +472,7 @@ class Tree:
                 scope=area.scope,
                 ns_id=record.ns_id,
             )
+            self.index.set_motion_meta(record.ns_id, metadata.model_dump_json())
             self.index.enqueue(
                 record.ns_id,
                 Op.WRITE.value,
