@@ -15,6 +15,13 @@ on purpose.
 
 A step that fails is reported in the table (FAILED: reason, with the motionfs.log excerpt
 below the table) and the run goes on with the others.
+
+The checkpoint workload (`--checkpoints` runs only it; the default run ends with it) has no
+native equivalent and gets its own table: a project of 2,000 files of 512 KiB; checkpoint
+c1; replace one file with 1 MiB of new content; checkpoint c2, which must take under 2 s and
+add under 2 MiB to the store (apparent size of STORE/data, journal drained, like du -sb);
+then `motionfs checkpoint restore P c1`, which must rewrite in the store only the file that
+differs. Those three are reported PASS/FAIL, and a FAIL makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -50,6 +57,16 @@ REPEATS = 3
 SETTLE_TIMEOUT = 600.0
 FANOUT = 10  # the small-file tree has FANOUT top dirs with FANOUT subdirs each
 
+CKPT_PROJECT = "ckpt"  # the checkpoint workload's own project folder
+CKPT_FILE = 512 * KiB  # size of each of its files
+CKPT_DIRS = 40
+CKPT_CHANGE = MiB  # the changed file's new content
+CKPT_SECONDS = 2.0  # the second checkpoint must take under this
+CKPT_GROWTH = 2 * MiB  # and add under this to the store
+# Checkpoint bookkeeping in a project's store namespace; a restore's own writes there (the
+# safety checkpoint's manifest and objects) are not rewrites of the project.
+CKPT_STORE_DIRS = (".chuk-motion/objects", ".chuk-motion/checkpoints")
+
 GIT = [
     "git",
     "-c",
@@ -78,10 +95,11 @@ class Sizes:
     small_files: int  # workloads 3, 5, 7: files of 4 KiB
     meta_cycles: int  # workload 4: mkdir/create/rename/unlink/rmdir cycles
     tree_files: int  # workload 6: files of 1 KiB-1 MiB for cp -a and rsync
+    ckpt_files: int  # checkpoint workload: files of CKPT_FILE bytes
 
 
-FULL = Sizes(big_mib=256, small_files=2000, meta_cycles=5000, tree_files=500)
-QUICK = Sizes(big_mib=16, small_files=200, meta_cycles=300, tree_files=50)
+FULL = Sizes(big_mib=256, small_files=2000, meta_cycles=5000, tree_files=500, ckpt_files=2000)
+QUICK = Sizes(big_mib=16, small_files=200, meta_cycles=300, tree_files=50, ckpt_files=200)
 
 
 class NotMeasured(Exception):
@@ -104,6 +122,17 @@ class Row:
     unit: str | None = None  # throughput unit, e.g. "MiB/s"
     amount: float | None = None  # units processed per run
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+
+@dataclass
+class Measure:
+    """A row of the checkpoint table."""
+
+    label: str
+    value: str = ""
+    limit: str = ""  # the threshold, if the row has one
+    verdict: str = ""  # PASS, FAIL or empty
+    number: float | None = None  # the value as a number (seconds or bytes), for --json
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -479,6 +508,8 @@ class Bench:
         self.problems: list[str] = []
         self.source = base / "source"  # the cp -a source tree, on the native disk
         self.source_bytes = 0
+        self.measures: list[Measure] = []  # the checkpoint table
+        self.measure_notes: list[str] = []  # printed below it
 
     def settle(self, target: Target) -> None:
         """Wait until no target has background work pending; only target's failure counts."""
@@ -706,6 +737,212 @@ def copy_tree(b: Bench, t: Target) -> None:
     shutil.rmtree(dst, ignore_errors=True)
 
 
+def du_bytes(root: Path) -> int:
+    """Apparent size of everything under root, hard links once (like du -sb)."""
+    seen: set[tuple[int, int]] = set()
+    total = os.lstat(root).st_size
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
+
+
+def store_files(data: Path) -> tuple[dict[str, tuple[int, int, int]], dict[str, int]]:
+    """Files under the store's data dir: ({path: (inode, mtime, size)}, {object path: size}).
+
+    The first excludes each namespace's CKPT_STORE_DIRS (and their .meta sidecars); the
+    second is the checkpoint objects only.
+    """
+    files: dict[str, tuple[int, int, int]] = {}
+    objects: dict[str, int] = {}
+    skipped = CKPT_STORE_DIRS
+    for dirpath, _dirs, filenames in os.walk(data):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, data)
+            parts = rel.split(os.sep)
+            inner = "/".join(parts[2:]) if parts[0] == "ns" else ""  # path in the namespace
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if inner.startswith(CKPT_STORE_DIRS[0] + "/"):
+                objects[rel] = st.st_size
+            elif not any(inner == d + ".meta" or inner.startswith(d + "/") for d in skipped):
+                files[rel] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return files, objects
+
+
+def checkpoints(b: Bench, t: Target) -> None:
+    """Checkpoint a project, change one file, checkpoint again, restore the first one."""
+    if not isinstance(t, Motionfs):
+        return
+    n = b.sizes.ckpt_files
+    project = t.mountpoint / "projects" / CKPT_PROJECT
+    snapshots = project / ".snapshots"
+    data = t.store / "data"
+    cli = [t.exe, "checkpoint"]
+    rows = b.measures
+    mark = t.log_mark()
+
+    def add(
+        label: str, value: str = "", limit: str = "", verdict: str = "", number: float | None = None
+    ) -> Measure:
+        m = Measure(label, value, limit, verdict, number)
+        rows.append(m)
+        progress(f"  {t.name:<8} ckpt {label:<60} {value:>12}  {verdict}")
+        return m
+
+    def timed(fn: Callable[[], object]) -> float:
+        b.settle(t)
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    def summary(name: str) -> dict[str, Any]:
+        listed = json.loads(run([*cli, "list", str(project), "--json"]))
+        for record in listed:
+            if record["name"] == name:
+                return dict(record)
+        raise RuntimeError(f"checkpoint list does not show {name}: {[r['name'] for r in listed]}")
+
+    # Placeholders for the verdict rows, filled in as they are measured: a step that fails
+    # leaves them FAIL (not measured).
+    missing = "FAIL"
+    try:
+        project.mkdir()
+        dirs = [project / f"d{i:02d}" for i in range(CKPT_DIRS)]
+        files = [dirs[i % CKPT_DIRS] / f"f{i:05d}.bin" for i in range(n)]
+        changed = files[n // 2]
+        before_change = b""
+
+        def create() -> None:
+            nonlocal before_change
+            for d in dirs:
+                d.mkdir()
+            for path in files:
+                content = os.urandom(CKPT_FILE)
+                if path == changed:
+                    before_change = content
+                with open(path, "wb") as f:
+                    f.write(content)
+
+        mib = n * CKPT_FILE / MiB
+        seconds = timed(create)
+        add(
+            f"write {n:,} files of {CKPT_FILE // KiB} KiB ({mib:,.0f} MiB) in {CKPT_DIRS} dirs",
+            f"{fmt_time(seconds)} ({mib / seconds:,.0f} MiB/s)",
+            number=seconds,
+        )
+        start = time.perf_counter()
+        b.settle(t)
+        seconds = time.perf_counter() - start
+        add(
+            "  then until the store has it all (journal drained)", fmt_time(seconds), number=seconds
+        )
+
+        seconds = timed(lambda: (snapshots / "c1").mkdir())
+        add("checkpoint c1 (mkdir P/.snapshots/c1)", fmt_time(seconds), number=seconds)
+
+        changed_rel = changed.relative_to(project)
+        new_content = os.urandom(CKPT_CHANGE)
+        changed.write_bytes(new_content)
+        b.settle(t)
+        store_before = du_bytes(data)
+        seconds = timed(lambda: (snapshots / "c2").mkdir())
+        ok = seconds < CKPT_SECONDS
+        add(
+            f"checkpoint c2 after rewriting {changed_rel} with 1 MiB",
+            fmt_time(seconds),
+            f"< {CKPT_SECONDS:g} s",
+            "PASS" if ok else missing,
+            seconds,
+        )
+        b.settle(t)
+        growth = du_bytes(data) - store_before
+        add(
+            "  store growth for c2 (du -sb STORE/data, drained)",
+            f"{growth:,} B",
+            f"< {CKPT_GROWTH // MiB} MiB",
+            "PASS" if growth < CKPT_GROWTH else missing,
+            growth,
+        )
+        start = time.perf_counter()
+        c2 = summary("c2")
+        cli_seconds = time.perf_counter() - start
+        add(
+            "  c2 exclusive_bytes (checkpoint list --json)",
+            f"{c2['exclusive_bytes']:,} B",
+            number=c2["exclusive_bytes"],
+        )
+
+        b.settle(t)
+        files_before, objects_before = store_files(data)
+        seconds = timed(lambda: run([*cli, "restore", str(project), "c1"]))
+        add("restore c1 (motionfs checkpoint restore P c1)", fmt_time(seconds), number=seconds)
+        b.settle(t)
+        files_after, objects_after = store_files(data)
+        rewritten = sorted(
+            rel
+            for rel, (ino, mtime, _size) in files_after.items()
+            if rel not in files_before or files_before[rel][:2] != (ino, mtime)
+        )
+        removed = sorted(files_before.keys() - files_after.keys())
+        rewritten_bytes = sum(files_after[rel][2] for rel in rewritten)
+        only_changed = len(rewritten) == 1 and rewritten[0].endswith("/" + changed_rel.as_posix())
+        add(
+            "  files rewritten in the store",
+            f"{len(rewritten):,} ({rewritten_bytes:,} B)",
+            f"only {changed_rel}",
+            "PASS" if only_changed else missing,
+            rewritten_bytes,
+        )
+        if not only_changed:
+            b.measure_notes.append(f"files the restore rewrote ({len(rewritten)}):")
+            b.measure_notes.extend(f"  {rel}" for rel in rewritten[:20])
+        if removed:
+            b.measure_notes.append(f"files the restore removed from the store ({len(removed)}):")
+            b.measure_notes.extend(f"  {rel}" for rel in removed[:20])
+        new_objects = objects_after.keys() - objects_before.keys()
+        added = sum(objects_after[rel] for rel in new_objects)
+        add(
+            "  safety checkpoint's new objects (not counted above)",
+            f"{len(new_objects)} ({added:,} B)",
+        )
+
+        # Not timed: the restored project must be c1 again.
+        problems = []
+        if changed.read_bytes() != before_change:
+            problems.append(f"{changed_rel} does not have its c1 content")
+        diff = run([*cli, "diff", str(project), "c1"]).splitlines()
+        if diff:
+            problems.append(f"checkpoint diff P c1 lists {len(diff)} changes, e.g. {diff[0]!r}")
+        add(
+            "  restored project equals c1 (content, checkpoint diff)",
+            "; ".join(problems) or "yes",
+            verdict="FAIL" if problems else "",
+        )
+        add(
+            "reference: one CLI call (checkpoint list --json)",
+            fmt_time(cli_seconds),
+            number=cli_seconds,
+        )
+    except Exception as e:
+        add(f"FAILED: {b.describe(e)}", verdict="FAIL")
+        log = t.log_since(mark)
+        if log:
+            b.measure_notes.append("motionfs.log since the checkpoint workload started:")
+            b.measure_notes.extend(f"  {line}" for line in log.splitlines())
+        labels = " ".join(m.label for m in rows)
+        for label in ("checkpoint c2", "store growth", "files rewritten"):
+            if label not in labels:
+                add(f"{label}: not measured", verdict="FAIL")
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -774,6 +1011,18 @@ def failures(rows: dict[str, Row]) -> list[str]:
     return out
 
 
+def measure_table(measures: list[Measure]) -> list[str]:
+    header = ["checkpoints (motionfs only, no native equivalent)", "value", "threshold", "result"]
+    body = [[m.label, m.value, m.limit, m.verdict] for m in measures]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = []
+    for r in [header, *body]:
+        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2]), r[3]]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return lines
+
+
 def commit() -> str:
     try:
         sha = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip()
@@ -812,6 +1061,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--store", default="local", help="store backend: local (default)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="run only the checkpoint workload (the default run includes it)",
+    )
     return p.parse_args()
 
 
@@ -839,10 +1093,12 @@ def main() -> int:
     progress(f"bench: {'quick' if args.quick else 'full'} run in {base}")
     try:
         mfs.mount()
-        bench.source_bytes = make_source_tree(bench.source, sizes.tree_files)
-        for workload in (sequential_io, small_files, metadata, copy_tree):
-            for target in bench.targets:
-                bench.run(workload, target)
+        if not args.checkpoints:
+            bench.source_bytes = make_source_tree(bench.source, sizes.tree_files)
+            for workload in (sequential_io, small_files, metadata, copy_tree):
+                for target in bench.targets:
+                    bench.run(workload, target)
+        bench.run(checkpoints, mfs)
     except KeyboardInterrupt:
         interrupted = True
         progress("bench: interrupted; unmounting")
@@ -867,12 +1123,22 @@ def main() -> int:
         f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"native dir and store on {disk_of(base)} under {base.parent}"
     )
-    print()
-    print("\n".join(table(bench.rows)))
-    print()
-    print(LEGEND)
-    for line in failures(bench.rows) + bench.problems:
-        print(line)
+    if bench.rows:
+        print()
+        print("\n".join(table(bench.rows)))
+        print()
+        print(LEGEND)
+        for line in failures(bench.rows):
+            print(line)
+    if bench.measures:
+        print()
+        print("\n".join(measure_table(bench.measures)))
+        for line in bench.measure_notes:
+            print(line)
+    if bench.problems:
+        print()
+        for line in bench.problems:
+            print(line)
     print()
     print(f"command: {command}")
     print(f"motionfs commit: {rev}")
@@ -890,6 +1156,7 @@ def main() -> int:
             "interrupted": interrupted,
             "total_seconds": total,
             "rows": [asdict(r) for r in sorted(bench.rows.values(), key=lambda r: r.key)],
+            "checkpoints": [asdict(m) for m in bench.measures],
             "problems": bench.problems,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -900,7 +1167,8 @@ def main() -> int:
         for r in bench.rows.values()
         for o in r.outcomes.values()
     )
-    return 1 if failed or bench.problems else 0
+    missed = any(m.verdict == "FAIL" for m in bench.measures)
+    return 1 if failed or missed or bench.problems else 0
 
 
 if __name__ == "__main__":

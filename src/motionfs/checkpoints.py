@@ -27,7 +27,6 @@ from pydantic import BaseModel
 from .errors import FsError
 from .index import Checkpoint, CheckpointIndex, CpEntry, Inode
 from .journal import Op
-from .storage import store_path
 from .tree import Role, Tree, now_ns
 
 log = logging.getLogger(__name__)
@@ -386,10 +385,3 @@ def _manifest_row(path: bytes, node: Inode) -> dict[str, object]:
         "sha256": node.sha256,
         "target": node.target.decode("utf-8", "surrogateescape") if node.target else None,
     }
-
-
-def project_path_names(path: bytes) -> list[bytes]:
-    return [p for p in path.split(b"/") if p]
-
-
-__all__ = ["LATEST", "SNAPDIR", "CheckpointSummary", "Checkpoints", "check_name", "store_path"]

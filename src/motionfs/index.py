@@ -337,13 +337,6 @@ class Index:
     def unlink(self, parent: int, name: bytes) -> None:
         self.db.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
 
-    def children(self, parent: int, after: bytes = b"") -> Iterator[tuple[bytes, int]]:
-        """Entries of a directory in name order, starting after `after`."""
-        yield from self.db.execute(
-            "SELECT name, ino FROM entries WHERE parent=? AND name>? ORDER BY name",
-            (parent, after),
-        )
-
     def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
         """A directory's entries with their inodes, in name order (one query)."""
         cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
@@ -376,14 +369,6 @@ class Index:
             "SELECT parent, name FROM entries WHERE ino=? ORDER BY parent, name", (ino,)
         ).fetchall()
         return [(int(p), bytes(n)) for p, n in rows]
-
-    def count_subdirs(self, parent: int) -> int:
-        row = self.db.execute(
-            "SELECT count(*) FROM entries e JOIN inodes i ON i.ino=e.ino "
-            "WHERE e.parent=? AND (i.mode & 61440)=16384",
-            (parent,),
-        ).fetchone()
-        return int(row[0])
 
     # -- xattrs -------------------------------------------------------------------
 
