@@ -356,13 +356,7 @@ class Checkpoints:
             self.index.set_xattr(ino, name, value)
 
     def _remove_tree(self, parent: int, name: bytes, node: Inode, t: int) -> None:
-        self._removed.append(node.ino)
-        if node.is_dir:
-            for child_name, child in self.index.listing(node.ino):
-                self._remove_tree(node.ino, child_name, child, t)
-            self.tree._remove_dir(parent, name, node, t)
-        else:
-            self.tree._drop_link(parent, name, node, t)
+        self.tree.remove_subtree(parent, name, node, t, self._removed)
 
 
 def _show(path: bytes) -> str:

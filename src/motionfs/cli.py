@@ -66,6 +66,12 @@ def main() -> None:
     help="Whether project listings show the .snapshots folder (it is reachable either way).",
 )
 @click.option(
+    "--scratch-ttl",
+    default=24.0,
+    show_default=True,
+    help="Hours after which scratch/ (SESSION scope) projects, renders and assets expire.",
+)
+@click.option(
     "--io-timeout",
     default=30.0,
     show_default=True,
@@ -79,6 +85,7 @@ def mount(
     allow_other: bool,
     cache_size: str,
     snapdir: str,
+    scratch_ttl: float,
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
@@ -90,6 +97,7 @@ def mount(
         cache_size=parse_size(cache_size),
         io_timeout=io_timeout,
         snapdir_visible=snapdir == "visible",
+        scratch_ttl_hours=scratch_ttl,
     )
     try:
         daemon.check_environment(opts)

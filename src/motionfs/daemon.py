@@ -31,6 +31,7 @@ from .cache import DataCache
 from .checkpoints import Checkpoints
 from .control import ControlServer
 from .errors import SetupError
+from .expiry import Expiry
 from .fs import Operations
 from .index import Index
 from .journal import Journal
@@ -56,6 +57,7 @@ class MountOptions(BaseModel):
     io_timeout: float = 30.0
     attr_timeout: float = 1.0
     snapdir_visible: bool = False
+    scratch_ttl_hours: float = 24.0
 
 
 class MountRecord(BaseModel):
@@ -192,6 +194,7 @@ class Daemon:
         )
         view = SnapshotView(self.tree, Checkpoints(self.tree), visible=opts.snapdir_visible)
         self.motion = MotionMetadata(self.tree)
+        self.expiry = Expiry(self.tree, opts.scratch_ttl_hours * 3600)
         self.journal.on_stored = self.motion.stored
         self.drive = Drive(self.tree, view, self.motion)
         self.control = ControlServer(self.drive, opts.store)
@@ -218,6 +221,7 @@ class Daemon:
             nursery.start_soon(self._stop_on_signal)
             nursery.start_soon(self.control.serve)
             nursery.start_soon(self.motion.run)
+            nursery.start_soon(self.expiry.run)
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)

@@ -266,6 +266,10 @@ class Index:
         rows = self.db.execute("SELECT record, state FROM namespaces ORDER BY ns_id")
         return [(NamespaceRecord.model_validate_json(r), s) for r, s in rows]
 
+    def namespace_state(self, ns_id: str) -> str | None:
+        row = self.db.execute("SELECT state FROM namespaces WHERE ns_id=?", (ns_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def set_namespace_state(self, ns_id: str, state: str) -> None:
         self.db.execute("UPDATE namespaces SET state=? WHERE ns_id=?", (state, ns_id))
 
@@ -346,6 +350,16 @@ class Index:
             (parent,),
         )
         return [(bytes(r[0]), _inode(r[1:])) for r in rows]
+
+    def links_of_namespace(self, ns_id: str) -> list[tuple[int, bytes, Inode]]:
+        """(parent, name, inode) of the folder or files whose own namespace this is."""
+        cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
+        rows = self.db.execute(
+            f"SELECT e.parent, e.name, {cols} FROM entries e JOIN inodes i ON i.ino=e.ino "
+            "WHERE i.ns_id=? AND (i.role='project' OR (i.role='node' AND i.area<>'projects'))",
+            (ns_id,),
+        )
+        return [(int(r[0]), bytes(r[1]), _inode(r[2:])) for r in rows]
 
     def listing_by_ns(self, ns_id: str) -> list[tuple[bytes, Inode]]:
         """The project folder(s) of a namespace."""

@@ -689,6 +689,18 @@ class Tree:
         self.index.update(victim.ino, nlink=0, ctime_ns=t)
         self._touch_dir(parent, t, nlink_delta=-1)
 
+    def remove_subtree(
+        self, parent: int, name: bytes, node: Inode, t: int, removed: list[int]
+    ) -> None:
+        """`rm -r` inside the current transaction; collects the inodes it unlinked."""
+        removed.append(node.ino)
+        if node.is_dir:
+            for child_name, child in self.index.listing(node.ino):
+                self.remove_subtree(node.ino, child_name, child, t, removed)
+            self._remove_dir(parent, name, node, t)
+        else:
+            self._drop_link(parent, name, node, t)
+
     # -- rename -----------------------------------------------------------------------
 
     async def rename(
