@@ -88,6 +88,14 @@ LEGEND = """\
     the pending uploads); native: sync.
 runs: how many runs were timed (native/motionfs); steps under 2 s run 3 times, median shown."""
 
+CKPT_LEGEND = """\
+Each step runs once, after the journal is drained. c1 and c2 are timed as mkdir
+P/.snapshots/NAME, which returns once the checkpoint is in the store. The restore is timed
+as one `motionfs checkpoint restore` command: its safety checkpoint and one CLI start-up
+(see the reference row) included. "files rewritten" counts the store's files (under
+STORE/data, checkpoint objects and manifests left out) that are new or have a new inode or
+mtime after the restore."""
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -1133,6 +1141,8 @@ def main() -> int:
     if bench.measures:
         print()
         print("\n".join(measure_table(bench.measures)))
+        print()
+        print(CKPT_LEGEND)
         for line in bench.measure_notes:
             print(line)
     if bench.problems:
