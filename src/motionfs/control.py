@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from pydantic import BaseModel
 
+from .catalog import Catalog
 from .errors import FsError, StoreUnavailable
+from .models import StorageScope
 from .snapview import Drive
 from .tree import ROOT_INO, Role
 
@@ -35,6 +38,14 @@ MAX_REQUEST = 1 << 20
 def socket_name(store: Path) -> bytes:
     digest = hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:24]
     return b"\0motionfs-" + digest.encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 class ControlError(Exception):
@@ -73,12 +84,14 @@ class ControlServer:
             "checkpoint.restore": self._restore,
             "checkpoint.diff": self._diff,
         }
+        self.catalog = Catalog(drive)
 
-    async def serve(self) -> None:
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         await sock.bind(socket_name(self.store))
         sock.listen(16)
         listener = trio.SocketListener(sock)
+        task_status.started()
         await trio.serve_listeners(self._handle, [listener])
 
     async def _handle(self, stream: trio.SocketStream) -> None:
@@ -103,7 +116,8 @@ class ControlServer:
                 break
             data += chunk
         req = json.loads(data)
-        handler = self.handlers.get(req.get("op", ""))
+        op = str(req.get("op", ""))
+        handler = self._api if op.startswith("api.") else self.handlers.get(op)
         if handler is None:
             return {"ok": False, "error": f"unknown request {req.get('op')!r}"}
         try:
@@ -112,6 +126,54 @@ class ControlServer:
             return {"ok": False, "error": e.why or os.strerror(e.errno)}
         except StoreUnavailable as e:
             return {"ok": False, "error": f"the store is unavailable: {e}"}
+
+    async def _api(self, req: dict[str, Any]) -> Any:
+        """The Python API's requests: seed-API operations by namespace id."""
+        c = self.catalog
+        method = req["op"].removeprefix("api.")
+        a = req.get("args", {})
+        scope = StorageScope(a["scope"]) if a.get("scope") else None
+        result: Any
+        if method == "create_project":
+            result = await c.create_project(
+                a["project_name"], scope or StorageScope.USER, a["fields"]
+            )
+        elif method == "get_project":
+            result = c.get_project(a["namespace_id"])
+        elif method == "update_project":
+            result = c.update_project(a["namespace_id"], a["metadata"])
+        elif method == "list_projects":
+            result = c.list_projects(scope, a.get("user_id"))
+        elif method == "delete":
+            c.delete(a["namespace_id"])
+            result = None
+        elif method == "store_render":
+            result = await c.store_render(
+                a["project_namespace_id"],
+                Path(a["source"]),
+                scope or StorageScope.USER,
+                a["fields"],
+            )
+        elif method == "store_asset":
+            result = await c.store_asset(Path(a["source"]), scope or StorageScope.USER, a["fields"])
+        elif method == "get_blob":
+            result = c.get_blob(a["namespace_id"])
+        elif method == "read_blob":
+            await c.read_blob(a["namespace_id"], Path(a["dest"]))
+            result = None
+        elif method == "create_checkpoint":
+            result = await c.create_checkpoint(a["namespace_id"], a["name"], a.get("description"))
+        elif method == "list_checkpoints":
+            result = c.list_checkpoints(a["namespace_id"])
+        elif method == "restore_checkpoint":
+            await c.restore_checkpoint(a["namespace_id"], a["checkpoint_id"])
+            result = None
+        elif method == "delete_checkpoint":
+            c.delete_checkpoint(a["namespace_id"], a["checkpoint_id"])
+            result = None
+        else:
+            raise FsError(errno.EINVAL, f"unknown API call {method}")
+        return _jsonable(result)
 
     def _project(self, req: dict[str, Any]) -> int:
         """The inode of the project folder at `path` (relative to the mountpoint)."""

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pyfuse3
@@ -214,23 +215,44 @@ class Daemon:
         self.tree.notify_inode = _invalidate_inode
         self.tree.notify_entry = _invalidate_entry
 
-    async def serve(self, ready_fd: int | None) -> None:
+    async def _run_services(self, main: Callable[[], Awaitable[None]], signals: bool) -> None:
+        """Background services around `main`; when it returns, flush and stop."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.journal.run, nursery)
             nursery.start_soon(self._evict_forever)
-            nursery.start_soon(self._stop_on_signal)
-            nursery.start_soon(self.control.serve)
+            await nursery.start(self.control.serve)
             nursery.start_soon(self.motion.run)
             nursery.start_soon(self.expiry.run)
+            if signals:
+                nursery.start_soon(self._stop_on_signal)
+            await main()
+            log.info("flushing %d pending store operations", self.index.pending_count())
+            await self.tree.flush_all()
+            await self.journal.drain_all()
+            nursery.cancel_scope.cancel()
+
+    async def serve(self, ready_fd: int | None) -> None:
+        """Serve the mount until it is unmounted."""
+
+        async def main() -> None:
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
             log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
             await pyfuse3.main()
-            log.info("unmounted; flushing %d pending store operations", self.index.pending_count())
-            await self.tree.flush_all()
-            await self.journal.drain_all()
-            nursery.cancel_scope.cancel()
+            log.info("unmounted")
+
+        await self._run_services(main, signals=True)
+
+    async def serve_headless(self, started: Callable[[trio.Event], None]) -> None:
+        """Serve the control socket without a mount (the Python API's own engine)."""
+        stop = trio.Event()
+
+        async def main() -> None:
+            started(stop)
+            await stop.wait()
+
+        await self._run_services(main, signals=False)
 
     async def _stop_on_signal(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -245,11 +267,12 @@ class Daemon:
             usage = await trio.to_thread.run_sync(self.cache.usage)
             self.tree.evict(usage)
 
-    def close(self) -> None:
-        try:
-            pyfuse3.close(unmount=True)
-        except Exception:
-            log.exception("pyfuse3.close failed")
+    def close(self, mounted: bool = True) -> None:
+        if mounted:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception:
+                log.exception("pyfuse3.close failed")
         self.bridge.run(self.storage.stop)
         self.bridge.close()
         self.index.close()

@@ -180,28 +180,35 @@ class MotionMetadata:
         self.save(current, self._model(current, info, old))
 
     def _model(self, inode: Inode, info: MediaInfo, old: BaseModel | None) -> BaseModel:
+        """What the probe read; fields it could not read keep what was known
+        (e.g. given through the Python API)."""
         if inode.area == Area.RENDERS.value:
+            was = (
+                old if isinstance(old, RenderMetadata) else RenderMetadata(project_namespace_id="")
+            )
+            resolution = f"{info.width}x{info.height}" if info.width and info.height else None
             return RenderMetadata(
-                project_namespace_id=self._render_project(inode) or "",
-                format=info.container,
-                resolution=f"{info.width}x{info.height}" if info.width and info.height else None,
-                fps=info.fps,
-                duration_seconds=info.duration_seconds,
+                project_namespace_id=self._render_project(inode) or was.project_namespace_id,
+                format=info.container or was.format,
+                resolution=resolution or was.resolution,
+                fps=info.fps or was.fps,
+                duration_seconds=info.duration_seconds or was.duration_seconds,
                 file_size_bytes=inode.size,
+                render_date=was.render_date,
                 checksum=inode.sha256,
-                codec=info.video_codec,
-                bitrate_kbps=info.bitrate_kbps,
+                codec=info.video_codec or was.codec,
+                bitrate_kbps=info.bitrate_kbps or was.bitrate_kbps,
             )
         kept = old if isinstance(old, AssetMetadata) else AssetMetadata()
         return AssetMetadata(
-            asset_type=info.kind if info.kind != "other" else None,
-            mime_type=info.mime_type,
+            asset_type=(info.kind if info.kind != "other" else None) or kept.asset_type,
+            mime_type=info.mime_type or kept.mime_type,
             file_size_bytes=inode.size,
             tags=kept.tags,
             project_namespace_ids=kept.project_namespace_ids,
-            width=info.width,
-            height=info.height,
-            duration_seconds=info.duration_seconds,
+            width=info.width or kept.width,
+            height=info.height or kept.height,
+            duration_seconds=info.duration_seconds or kept.duration_seconds,
             uploaded_at=kept.uploaded_at,
             checksum=inode.sha256,
         )

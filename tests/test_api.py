@@ -1,0 +1,112 @@
+"""The seed's Python API (ArtifactStorageManager) on a motionfs store, with and without
+a mounted drive, and interop with the mount both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import NATIVE
+from motionfs import ArtifactStorageManager, ProjectMetadata, StorageScope
+
+pytestmark = pytest.mark.skipif(NATIVE, reason="motionfs API")
+
+
+def appears(path: Path, timeout: float = 1.0, present: bool = True) -> bool:
+    """The issue's promise: changes through the API show in the mount within a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() == present:
+            return True
+        time.sleep(0.02)
+    return path.exists() == present
+
+
+def test_api_and_mount_see_each_other(drive: Any, tmp_path: Path) -> None:
+    """Created through the API: in the mount within a second; and the reverse."""
+
+    async def body() -> None:
+        async with ArtifactStorageManager(store=drive.store, user_id="alice") as api:
+            project = await api.create_project("film", "tech", 30, 1920, 1080)
+            ns = project.namespace_info.namespace_id
+            assert project.metadata.project_name == "film"
+            assert appears(drive.path / "projects" / "film")
+            meta = json.loads(os.getxattr(drive.path / "projects" / "film", "user.motion.json"))
+            assert meta["fps"] == 30
+            (drive.path / "projects" / "film" / "Root.tsx").write_text("export {}")
+            (drive.path / "projects" / "other").mkdir()
+            names = {p.metadata.project_name for p in await api.list_projects()}
+            assert names == {"film", "other"}
+            assert await api.list_projects(scope=StorageScope.SANDBOX) == []
+
+            updated = project.metadata.model_copy(update={"fps": 60, "theme": "finance"})
+            await api.update_project_metadata(ns, updated)
+            assert os.getxattr(drive.path / "projects" / "film", "user.motion.fps") == b"60"
+
+            video = os.urandom(200_000)
+            render = await api.store_render(ns, video, "mp4", "1920x1080", 30, 45.5, codec="h264")
+            rns = render.namespace_info.namespace_id
+            assert render.metadata.project_namespace_id == ns
+            files = list((drive.path / "renders" / "film").iterdir())
+            assert len(files) == 1 and files[0].read_bytes() == video
+            assert await api.read_render_data(rns) == video
+            got = await api.get_render(rns)
+            assert got.metadata.checksum and got.metadata.file_size_bytes == 200_000
+
+            png = tmp_path / "logo.png"
+            Image.new("RGB", (64, 48)).save(png)
+            asset = await api.store_asset(png.read_bytes(), "image", "image/png", tags=["bg"])
+            assert (await api.get_asset(asset.namespace_info.namespace_id)).metadata.tags == ["bg"]
+            assert await api.read_asset_data(asset.namespace_info.namespace_id) == png.read_bytes()
+
+            cp = await api.create_checkpoint(ns, "v1", "first")
+            assert cp.checkpoint_id == "v1"
+            assert (drive.path / "projects" / "film" / ".snapshots" / "v1" / "Root.tsx").exists()
+            (drive.path / "projects" / "film" / "Root.tsx").write_text("changed")
+            await api.restore_checkpoint(ns, "v1")
+            assert (drive.path / "projects" / "film" / "Root.tsx").read_text() == "export {}"
+            names_cp = [c.name for c in await api.list_checkpoints(ns)]
+            assert names_cp[0] == "v1" and names_cp[1].startswith("auto-")
+            await api.delete_checkpoint(ns, "v1")
+            assert [c.name for c in await api.list_checkpoints(ns)] == names_cp[1:]
+
+            vfs = await api.get_project_vfs(ns)
+            assert await vfs.read_file("/Root.tsx") == b"export {}"
+
+            await api.delete_project(ns)
+            assert appears(drive.path / "projects" / "film", present=False)
+
+    asyncio.run(body())
+
+
+def test_api_without_a_mount_then_mount(make_drive: Any, tmp_path: Path) -> None:
+    """Nothing mounted: the API runs the engine itself; a later mount shows its work."""
+    store = tmp_path / "apistore"
+
+    async def body() -> str:
+        async with ArtifactStorageManager(store=store) as api:
+            project = await api.create_project("solo", "tech", 24, 1280, 720)
+            await api.store_render(
+                project.namespace_info.namespace_id, b"frames", "webm", "1280x720", 24, 1.0
+            )
+            with pytest.raises(Exception, match="invalid"):
+                await api.update_project_metadata(
+                    project.namespace_info.namespace_id,
+                    ProjectMetadata.model_construct(project_name="solo", fps=-1),
+                )
+            return project.namespace_info.namespace_id
+
+    ns = asyncio.run(body())
+    drive = make_drive(store=store)
+    assert (drive.path / "projects" / "solo").is_dir()
+    renders = list((drive.path / "renders" / "solo").iterdir())
+    assert [r.read_bytes() for r in renders] == [b"frames"]
+    meta = json.loads(os.getxattr(drive.path / "projects" / "solo", "user.motion.json"))
+    assert meta["fps"] == 24 and ns.startswith("ns-")
