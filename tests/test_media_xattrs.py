@@ -143,3 +143,21 @@ def test_editing_metadata_validates_and_persists(film: Drive) -> None:
     assert motion(project, "theme") == "finance"
     assert motion(asset, "tags") == "background,tech"
     assert json.loads(os.getxattr(asset, "user.motion.json"))["tags"] == ["background", "tech"]
+
+
+def test_renders_follow_a_renamed_project_and_outlive_a_deleted_one(film: Drive) -> None:
+    """mv projects/film projects/movie moves renders/film too; rm -r keeps the renders."""
+    clip = film.path / "renders" / "film" / "clip.bin"
+    clip.write_bytes(b"frames")
+    wait_described(clip, "checksum")
+    ns = motion(clip, "project_namespace_id")
+    os.rename(film.path / "projects" / "film", film.path / "projects" / "movie")
+    moved = film.path / "renders" / "movie" / "clip.bin"
+    assert moved.read_bytes() == b"frames"
+    assert not (film.path / "renders" / "film").exists()
+    assert motion(moved, "project_namespace_id") == ns
+    assert motion(film.path / "projects" / "movie", "project_name") == "movie"
+    subprocess.run(["rm", "-r", str(film.path / "projects" / "movie")], check=True)
+    assert moved.read_bytes() == b"frames"
+    film.remount()
+    assert moved.read_bytes() == b"frames"

@@ -28,7 +28,7 @@ from .cache import DataCache
 from .errors import FsError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
-from .models import NamespaceType, ProjectMetadata, StorageScope
+from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
 from .storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage, store_path
 
 log = logging.getLogger(__name__)
@@ -760,7 +760,7 @@ class Tree:
                 new_path = self._store_path(new_parent, new_name)
                 self.index.enqueue(src.ns_id, Op.MOVE.value, path=old_path, path2=new_path)
             if src.role == Role.PROJECT.value:
-                self._rename_project(src, new_name)
+                self._rename_project(src, old_name, new_name, t)
         if dst is not None:
             self._maybe_purge(dst.ino)
 
@@ -774,13 +774,34 @@ class Tree:
                 return
             cur = links[0][0]
 
-    def _rename_project(self, project: Inode, new_name: bytes) -> None:
+    def _rename_project(self, project: Inode, old_name: bytes, new_name: bytes, t: int) -> None:
+        """A renamed project keeps its name in the registry, its metadata and its
+        renders folder (renders/<old> moves to renders/<new> unless that exists)."""
         assert project.ns_id is not None
         record = self.index.namespace(project.ns_id)
         if record is None:
             return
         name = new_name.decode("utf-8", "replace")
         self.index.update_namespace(record.model_copy(update={"name": name}))
+        raw = self.index.get_motion_meta(project.ns_id)
+        if raw is not None:
+            meta = ProjectMetadata.model_validate_json(raw)
+            renamed = meta.model_copy(update={"project_name": name, "updated_at": utcnow()})
+            self.index.set_motion_meta(project.ns_id, renamed.model_dump_json())
+            self.index.enqueue(
+                project.ns_id,
+                Op.WRITE.value,
+                path=MOTION_METADATA_PATH,
+                path2=renamed.model_dump_json(),
+            )
+        renders = self._area_dir(_scope_of(project), Area.RENDERS)
+        folder = self.index.lookup(renders.ino, old_name)
+        if folder is not None and self.index.lookup(renders.ino, new_name) is None:
+            self.index.unlink(renders.ino, old_name)
+            self.index.link(renders.ino, new_name, folder)
+            self._touch_dir(renders.ino, t)
+            self.notify_entry(renders.ino, old_name)
+            self.notify_entry(renders.ino, new_name)
 
     # -- directories ------------------------------------------------------------------
 
