@@ -130,6 +130,8 @@ INODE_COLUMNS = (
     "role, area, scope, ns_id, content_gen, stored_gen, sha256"
 )
 
+JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
+
 
 class Inode(BaseModel):
     ino: int
@@ -341,35 +343,30 @@ class Index:
     def unlink(self, parent: int, name: bytes) -> None:
         self.db.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
 
-    def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
-        """A directory's entries with their inodes, in name order (one query)."""
-        cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
+    def _links(
+        self, where: str, params: tuple[object, ...], order: str = ""
+    ) -> list[tuple[int, bytes, Inode]]:
+        """(parent, name, inode) of the entries matching `where`, in one query."""
         rows = self.db.execute(
-            f"SELECT e.name, {cols} FROM entries e JOIN inodes i ON i.ino=e.ino "
-            "WHERE e.parent=? ORDER BY e.name",
-            (parent,),
-        )
-        return [(bytes(r[0]), _inode(r[1:])) for r in rows]
-
-    def links_of_namespace(self, ns_id: str) -> list[tuple[int, bytes, Inode]]:
-        """(parent, name, inode) of the folder or files whose own namespace this is."""
-        cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
-        rows = self.db.execute(
-            f"SELECT e.parent, e.name, {cols} FROM entries e JOIN inodes i ON i.ino=e.ino "
-            "WHERE i.ns_id=? AND (i.role='project' OR (i.role='node' AND i.area<>'projects'))",
-            (ns_id,),
+            f"SELECT e.parent, e.name, {JOINED_INODE_COLUMNS} FROM entries e "
+            f"JOIN inodes i ON i.ino=e.ino WHERE {where} {order}",
+            params,
         )
         return [(int(r[0]), bytes(r[1]), _inode(r[2:])) for r in rows]
 
-    def listing_by_ns(self, ns_id: str) -> list[tuple[bytes, Inode]]:
-        """The project folder(s) of a namespace."""
-        cols = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
-        rows = self.db.execute(
-            f"SELECT e.name, {cols} FROM entries e JOIN inodes i ON i.ino=e.ino "
-            "WHERE i.ns_id=? AND i.role='project'",
+    def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
+        """A directory's entries with their inodes, in name order."""
+        return [
+            (name, node)
+            for _p, name, node in self._links("e.parent=?", (parent,), "ORDER BY e.name")
+        ]
+
+    def links_of_namespace(self, ns_id: str) -> list[tuple[int, bytes, Inode]]:
+        """(parent, name, inode) of the folder or files whose own namespace this is."""
+        return self._links(
+            "i.ns_id=? AND (i.role='project' OR (i.role='node' AND i.area<>'projects'))",
             (ns_id,),
         )
-        return [(bytes(r[0]), _inode(r[1:])) for r in rows]
 
     def has_children(self, parent: int) -> bool:
         return (

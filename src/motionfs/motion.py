@@ -26,10 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FsError
 from .index import Index, Inode
-from .journal import Op
 from .media import MediaInfo, probe_with_timeout
 from .models import AssetMetadata, ProjectMetadata, RenderMetadata, StorageScope, utcnow
-from .storage import MOTION_METADATA_PATH
 from .tree import Area, Role, Tree
 
 log = logging.getLogger(__name__)
@@ -102,10 +100,8 @@ class MotionMetadata:
     def save(self, inode: Inode, model: BaseModel) -> None:
         """Index row and the namespace's metadata.json, in one transaction."""
         assert inode.ns_id is not None
-        text = model.model_dump_json()
         with self.tree._changing():
-            self.index.set_motion_meta(inode.ns_id, text)
-            self.index.enqueue(inode.ns_id, Op.WRITE.value, path=MOTION_METADATA_PATH, path2=text)
+            self.tree.save_motion_meta(inode.ns_id, model.model_dump_json())
 
     # -- xattrs -------------------------------------------------------------------------
 

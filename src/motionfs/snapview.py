@@ -39,6 +39,32 @@ def _erofs(what: str = "checkpoints are read-only") -> FsError:
     return FsError(errno.EROFS, what)
 
 
+def _virtual(
+    ino: int, mode: int, project: Inode, t: int, nlink: int = 1, target: bytes | None = None
+) -> Inode:
+    """A `.snapshots` folder or `latest` link: owned like its project, read-only."""
+    return Inode.model_construct(
+        ino=ino,
+        mode=mode,
+        uid=project.uid,
+        gid=project.gid,
+        nlink=nlink,
+        size=len(target) if target else 0,
+        rdev=0,
+        atime_ns=t,
+        mtime_ns=t,
+        ctime_ns=t,
+        target=target,
+        role="snapshots",
+        area=project.area,
+        scope=project.scope,
+        ns_id=project.ns_id,
+        content_gen=0,
+        stored_gen=0,
+        sha256=None,
+    )
+
+
 @dataclass
 class SnapHandle:
     fd: int | None
@@ -67,25 +93,8 @@ class SnapshotView:
     def snapdir(self, project: Inode) -> Inode:
         cps = self._checkpoints(project)
         t = max([project.ctime_ns, *(c.created_ns for c in cps)])
-        return Inode.model_construct(
-            ino=SNAPDIR_BASE + project.ino,
-            mode=stat.S_IFDIR | 0o555,
-            uid=project.uid,
-            gid=project.gid,
-            nlink=2 + len(cps),
-            size=0,
-            rdev=0,
-            atime_ns=t,
-            mtime_ns=t,
-            ctime_ns=t,
-            target=None,
-            role="snapshots",
-            area=project.area,
-            scope=project.scope,
-            ns_id=project.ns_id,
-            content_gen=0,
-            stored_gen=0,
-            sha256=None,
+        return _virtual(
+            SNAPDIR_BASE + project.ino, stat.S_IFDIR | 0o555, project, t, nlink=2 + len(cps)
         )
 
     def latest(self, project: Inode) -> Inode | None:
@@ -93,26 +102,12 @@ class SnapshotView:
         if not cps:
             return None
         newest = cps[-1]
-        target = newest.name.encode()
-        return Inode.model_construct(
-            ino=LATEST_BASE + project.ino,
-            mode=stat.S_IFLNK | 0o777,
-            uid=project.uid,
-            gid=project.gid,
-            nlink=1,
-            size=len(target),
-            rdev=0,
-            atime_ns=newest.created_ns,
-            mtime_ns=newest.created_ns,
-            ctime_ns=newest.created_ns,
-            target=target,
-            role="snapshots",
-            area=project.area,
-            scope=project.scope,
-            ns_id=project.ns_id,
-            content_gen=0,
-            stored_gen=0,
-            sha256=None,
+        return _virtual(
+            LATEST_BASE + project.ino,
+            stat.S_IFLNK | 0o777,
+            project,
+            newest.created_ns,
+            target=newest.name.encode(),
         )
 
     def entry_inode(self, e: CpEntry) -> Inode:
@@ -181,7 +176,7 @@ class SnapshotView:
         return self.entry_inode(self.cps.cps.root(cp.cp_id))
 
     def _project_for_ns(self, ns_id: str) -> Inode:
-        for _name, node in self.tree.index.listing_by_ns(ns_id):
+        for _parent, _name, node in self.tree.index.links_of_namespace(ns_id):
             return node
         raise FsError(errno.ENOENT, "project gone")
 

@@ -472,13 +472,7 @@ class Tree:
                 scope=area.scope,
                 ns_id=record.ns_id,
             )
-            self.index.set_motion_meta(record.ns_id, metadata.model_dump_json())
-            self.index.enqueue(
-                record.ns_id,
-                Op.WRITE.value,
-                path=MOTION_METADATA_PATH,
-                path2=metadata.model_dump_json(),
-            )
+            self.save_motion_meta(record.ns_id, metadata.model_dump_json())
             renders = self._area_dir(scope, Area.RENDERS)
             if self.index.lookup(renders.ino, name) is None:
                 self._new_dir(
@@ -494,6 +488,12 @@ class Tree:
                 )
         log.info("created project %r as namespace %s", project_name, record.ns_id)
         return inode
+
+    def save_motion_meta(self, ns_id: str, text: str) -> None:
+        """A namespace's chuk-motion model: in the index, and journalled to its
+        /.chuk-motion/metadata.json (inside the caller's transaction)."""
+        self.index.set_motion_meta(ns_id, text)
+        self.index.enqueue(ns_id, Op.WRITE.value, path=MOTION_METADATA_PATH, path2=text)
 
     def _area_dir(self, scope: StorageScope, area: Area) -> Inode:
         base = ROOT_INO
@@ -787,13 +787,7 @@ class Tree:
         if raw is not None:
             meta = ProjectMetadata.model_validate_json(raw)
             renamed = meta.model_copy(update={"project_name": name, "updated_at": utcnow()})
-            self.index.set_motion_meta(project.ns_id, renamed.model_dump_json())
-            self.index.enqueue(
-                project.ns_id,
-                Op.WRITE.value,
-                path=MOTION_METADATA_PATH,
-                path2=renamed.model_dump_json(),
-            )
+            self.save_motion_meta(project.ns_id, renamed.model_dump_json())
         renders = self._area_dir(_scope_of(project), Area.RENDERS)
         folder = self.index.lookup(renders.ino, old_name)
         if folder is not None and self.index.lookup(renders.ino, new_name) is None:
