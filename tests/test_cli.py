@@ -307,14 +307,24 @@ def test_user_option_shows_in_status(cli: Cli) -> None:
 
 
 def test_refuses_missing_mountpoint(cli: Cli) -> None:
-    """A mountpoint that does not exist is refused and nothing is created."""
-    mp, store = cli.tmp / "nowhere", cli.tmp / "store"
+    """A mountpoint whose parent does not exist is refused and nothing is created."""
+    mp, store = cli.tmp / "nowhere" / "mnt", cli.tmp / "store"
     cli.watch(mp)
     before = snapshot(cli.tmp)
     line = assert_refused(cli.run("mount", str(mp), "--store", str(store)), str(mp))
     assert "not exist" in line or "no such" in line.lower(), line
     assert not mp.exists()
     assert snapshot(cli.tmp) == before
+
+
+def test_creates_a_missing_mountpoint_in_an_existing_folder(cli: Cli) -> None:
+    """`motionfs mount ~/Motion` works on a fresh machine: the folder is made."""
+    mp, store = cli.tmp / "Motion", cli.tmp / "store"
+    cli.watch(mp)
+    done = cli.run("mount", str(mp), "--store", str(store))
+    assert done.returncode == 0, cli.explain(done)
+    assert (mp / "projects").is_dir()
+    assert cli.umount(mp).returncode == 0
 
 
 def test_refuses_non_empty_mountpoint(cli: Cli) -> None:

@@ -98,17 +98,22 @@ def check_environment(opts: MountOptions) -> None:
     if shutil.which("fusermount3") is None:
         raise SetupError("fusermount3 is not installed: apt-get install fuse3")
     mp = opts.mountpoint
-    if not mp.is_dir():
+    # A missing mountpoint whose parent exists is made, once every check has passed.
+    create = not mp.exists() and not mp.is_symlink() and mp.parent.is_dir()
+    if not create and not mp.is_dir():
         raise SetupError(f"mountpoint {mp} does not exist or is not a directory: mkdir -p {mp}")
-    if str(mp.resolve()) in mounted_points():
-        raise SetupError(f"{mp} is already a mount point: unmount it first (motionfs umount {mp})")
-    try:
-        if any(mp.iterdir()):
-            raise SetupError(f"mountpoint {mp} is not empty: use an empty directory")
-    except PermissionError as e:
-        raise SetupError(f"cannot read mountpoint {mp}: {e.strerror}") from e
-    if not os.access(mp, os.W_OK | os.X_OK):
-        raise SetupError(f"mountpoint {mp} is not writable by this user")
+    if not create:
+        if str(mp.resolve()) in mounted_points():
+            raise SetupError(
+                f"{mp} is already a mount point: unmount it first (motionfs umount {mp})"
+            )
+        try:
+            if any(mp.iterdir()):
+                raise SetupError(f"mountpoint {mp} is not empty: use an empty directory")
+        except PermissionError as e:
+            raise SetupError(f"cannot read mountpoint {mp}: {e.strerror}") from e
+        if not os.access(mp, os.W_OK | os.X_OK):
+            raise SetupError(f"mountpoint {mp} is not writable by this user")
     store = opts.store
     try:
         store.mkdir(parents=True, exist_ok=True)
@@ -120,6 +125,11 @@ def check_environment(opts: MountOptions) -> None:
     release_store(lock_store(store))  # refuse now if another daemon serves this store
     if opts.allow_other and os.getuid() != 0 and not _fuse_allows_other():
         raise SetupError("--allow-other needs 'user_allow_other' in /etc/fuse.conf")
+    if create:
+        try:
+            mp.mkdir()
+        except OSError as e:
+            raise SetupError(f"cannot create mountpoint {mp}: {e.strerror}") from e
 
 
 def _fuse_allows_other() -> bool:
