@@ -30,8 +30,9 @@ CTX = Ctx()
 class Harness:
     """One store directory; each `run` is a daemon lifetime over it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, io_timeout: float = 5.0) -> None:
         self.root = root
+        self.io_timeout = io_timeout
 
     def run(self, body: Callable[[Tree], Awaitable[None]], drain: bool = True) -> None:
         bridge = AsyncioBridge()
@@ -40,7 +41,9 @@ class Harness:
         bridge.run(storage.start)
         cache = DataCache(self.root / "cache", 1 << 30)
         journal = Journal(index, storage, bridge, cache)
-        tree = Tree(index, storage, bridge, journal, cache, TreeConfig("alice", 1000, 1000, 5.0))
+        tree = Tree(
+            index, storage, bridge, journal, cache, TreeConfig("alice", 1000, 1000, self.io_timeout)
+        )
         tree.ensure_layout()
         tree.recover()
 
@@ -88,5 +91,3 @@ def ns_of(tree: Tree, ino: int) -> str:
     ns = tree.stat(ino).ns_id
     assert ns is not None
     return ns
-
-

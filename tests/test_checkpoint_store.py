@@ -11,7 +11,9 @@ import pytest
 
 from harness import CTX, Harness, ns_of, project, read_file, write_file
 from motionfs.checkpoints import Checkpoints, manifest_path, object_path
-from motionfs.errors import FsError
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.index import JournalEntry
+from motionfs.journal import Op
 from motionfs.tree import Tree
 
 
@@ -114,8 +116,13 @@ def test_deleting_checkpoints_frees_unshared_content(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("name", "err"),
-    [(b"latest", errno.EINVAL), (b".hidden", errno.EINVAL), (b"a b", errno.EINVAL),
-     (b"x" * 129, errno.EINVAL), (b"v1", errno.EEXIST)],
+    [
+        (b"latest", errno.EINVAL),
+        (b".hidden", errno.EINVAL),
+        (b"a b", errno.EINVAL),
+        (b"x" * 129, errno.EINVAL),
+        (b"v1", errno.EEXIST),
+    ],
 )
 def test_checkpoint_name_errors(h: Harness, name: bytes, err: int) -> None:
     """Reserved, hidden, spaced, over-long and existing names are refused."""
@@ -150,4 +157,59 @@ def test_checkpoints_survive_a_restart(tmp_path: Path) -> None:
         assert await read_file(tree, tree.lookup(found["p"], b"f").ino) == b"old"
 
     h.run(first)
+    h.run(second)
+
+
+def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index switches in one transaction; the journal brings the store along later,
+    so an interrupted restore shows the restored state, never a mix."""
+    h = Harness(tmp_path, io_timeout=1.0)
+    found: dict[str, int] = {}
+
+    async def first(tree: Tree) -> None:
+        cps = Checkpoints(tree)
+        p = await project(tree)
+        found["p"] = p
+        for i in range(5):
+            await write_file(tree, p, f"f{i}".encode(), f"old {i}".encode())
+        await cps.create(p, b"v1", None)
+        for i in range(5):
+            fh = await tree.open(tree.lookup(p, f"f{i}".encode()).ino, os.O_WRONLY | os.O_TRUNC)
+            await tree.write(fh, 0, f"new {i}".encode())
+            await tree.release(fh)
+        await write_file(tree, p, b"extra", b"x")
+        await tree.journal.drain_all()
+
+        apply = tree.journal._apply
+
+        async def store_down_for_restores(entry: JournalEntry) -> None:
+            # The safety checkpoint gets stored; the restore's copies do not.
+            if entry.op == Op.COPY.value:
+                raise StoreUnavailable("store went away")
+            await apply(entry)
+
+        monkeypatch.setattr(tree.journal, "_apply", store_down_for_restores)
+        with pytest.raises(FsError) as e:
+            await cps.restore(p, "v1")
+        assert e.value.errno == errno.EIO
+        # The daemon dies here, with the store work still in the journal.
+
+    async def second(tree: Tree) -> None:
+        p = found["p"]
+        names = sorted(n for n, _node in tree.listing(p))
+        assert names == [f"f{i}".encode() for i in range(5)]
+        for i in range(5):
+            assert (
+                await read_file(tree, tree.lookup(p, f"f{i}".encode()).ino) == f"old {i}".encode()
+            )
+        await tree.journal.drain_all()
+        ns = ns_of(tree, p)
+        for i in range(5):
+            assert h.store_bytes(tree, ns, f"/f{i}") == f"old {i}".encode()
+        assert h.store_bytes(tree, ns, "/extra") is None
+
+    h.run(first, drain=False)
+    monkeypatch.undo()
     h.run(second)
