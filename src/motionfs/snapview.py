@@ -21,6 +21,7 @@ from typing import Any
 from .checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
 from .errors import FsError, StoreUnavailable
 from .index import Checkpoint, CpEntry, Inode
+from .motion import PREFIX as MOTION_PREFIX
 from .motion import MotionMetadata
 from .tree import Ctx, Role, Tree
 
@@ -335,8 +336,11 @@ class Drive:
     def getxattr(self, ino: int, name: bytes) -> bytes:
         if is_virtual(ino):
             return self.view.getxattr(ino, name)
-        value = self.motion.get(self.tree.stat(ino), name)
-        return value if value is not None else self.tree.getxattr(ino, name)
+        if name.startswith(MOTION_PREFIX):  # the kernel asks security.* on every write
+            value = self.motion.get(self.tree.stat(ino), name)
+            if value is not None:
+                return value
+        return self.tree.getxattr(ino, name)
 
     def listxattr(self, ino: int) -> list[bytes]:
         if is_virtual(ino):
