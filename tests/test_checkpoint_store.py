@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -51,7 +53,10 @@ def test_content_is_stored_once_per_hash(h: Harness) -> None:
         assert summaries["c2"].file_count == 11
         assert summaries["c2"].exclusive_bytes == 50_000
         assert summaries["c2"].description == "one file changed"
-        assert h.store_bytes(tree, ns, manifest_path("c2")) is not None
+        manifest = h.store_bytes(tree, ns, manifest_path("c2"))
+        assert manifest is not None
+        entries = json.loads(gzip.decompress(manifest))["entries"]
+        assert sorted(e["path"] for e in entries) == sorted(["dup", *(f"f{i}" for i in range(10))])
 
     h.run(body)
 

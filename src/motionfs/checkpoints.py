@@ -6,7 +6,7 @@ checkpoint is a manifest in the index (every path with its type, mode,
 owner, times, size, content hash, symlink target and xattrs) plus the
 content, stored once per distinct sha256 inside the project's namespace at
 `/.chuk-motion/objects/<sha[:2]>/<sha>`, with a JSON copy of the manifest at
-`/.chuk-motion/checkpoints/<name>.json`: the checkpoint moves with the
+`/.chuk-motion/checkpoints/<name>.json.gz`: the checkpoint moves with the
 project. Copies into the object store and back are journal entries, so they
 happen in order with every other change of the project and survive crashes.
 """
@@ -43,7 +43,7 @@ def object_path(sha: str) -> str:
 
 
 def manifest_path(name: str) -> str:
-    return f"/.chuk-motion/checkpoints/{name}.json"
+    return f"/.chuk-motion/checkpoints/{name}.json.gz"
 
 
 def check_name(name: bytes) -> str:

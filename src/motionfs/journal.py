@@ -10,6 +10,7 @@ Every operation is idempotent. fsync waits here for its own entry.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ class Op(StrEnum):
     MKDIR = "mkdir"  # path
     REMOVE = "remove"  # path (file or tree)
     MOVE = "move"  # path -> path2
-    WRITE = "write"  # small file: path2 holds the text
+    WRITE = "write"  # small file: path2 holds the text (gzipped if path ends in .gz)
     COPY = "copy"  # path -> path2, replacing it (restoring a checkpoint)
     KEEP = "keep"  # path -> path2 unless path2 exists (content-addressed objects)
     DESTROY = "destroy"  # the whole namespace
@@ -169,7 +170,10 @@ class Journal:
                 log.error("copy %s -> %s in %s: source missing", e.path, e.path2, ns)
         elif op is Op.WRITE:
             assert e.path2 is not None
-            await self.bridge.call(self.storage.write_small, ns, e.path, e.path2.encode())
+            data = e.path2.encode()
+            if e.path.endswith(".gz"):  # checkpoint manifests: mostly hashes and paths
+                data = gzip.compress(data, mtime=0)
+            await self.bridge.call(self.storage.write_small, ns, e.path, data)
 
     async def _put(self, e: JournalEntry) -> None:
         assert e.ino is not None and e.path is not None
