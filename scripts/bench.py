@@ -146,19 +146,17 @@ class Measure:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+# motionfs is imported where used: this file may start outside the venv (reexec_in_venv).
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+    from motionfs.daemon import is_mounted as mounted
+
+    return mounted(path)
 
 
 def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    from motionfs.daemon import process_alive as alive
+
+    return alive(pid)
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 900, **kw: Any) -> str:

@@ -22,15 +22,10 @@ from pathlib import Path
 import pytest
 
 from harness import Harness
+from motionfs.daemon import is_mounted
 
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == target for line in f)
 
 
 def force_unmount(path: Path) -> None:

@@ -22,20 +22,11 @@ from pathlib import Path
 import pytest
 
 from conftest import force_unmount, is_mounted
+from motionfs.daemon import process_alive
 
 pytestmark = pytest.mark.mount
 
 CLI_TIMEOUT = 120
-
-
-def process_alive(pid: int) -> bool:
-    """True while pid runs; a zombie nobody has reaped yet counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def wait_gone(pid: int, timeout: float = 60) -> bool:

@@ -176,7 +176,7 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
     start = time.monotonic()
     index_path = Path(record.store) / daemon.INDEX_FILE
     shown = -1
-    while daemon._alive(record.pid):
+    while daemon.process_alive(record.pid):
         pending = _pending(index_path)
         if pending != shown and pending > 0:
             click.echo(f"flushing: {pending} store operations pending", err=True)

@@ -86,6 +86,10 @@ def mounted_points() -> set[str]:
         return {line.split()[1] for line in f}
 
 
+def is_mounted(path: Path) -> bool:
+    return os.path.realpath(path) in mounted_points()
+
+
 def check_environment(opts: MountOptions) -> None:
     """Refuse to start, with a line that says what to do, before touching anything."""
     if not os.path.exists("/dev/fuse"):
@@ -337,14 +341,14 @@ def read_records() -> list[MountRecord]:
             rec = MountRecord.model_validate(json.loads(f.read_text()))
         except (OSError, ValueError):
             continue
-        if _alive(rec.pid):
+        if process_alive(rec.pid):
             out.append(rec)
         else:
             f.unlink(missing_ok=True)
     return out
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while the process runs (a zombie waiting for its parent has exited)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
