@@ -183,10 +183,16 @@ def _inode(row: sqlite3.Row | tuple[object, ...]) -> Inode:
     return Inode.model_construct(**dict(zip(names, row, strict=True)))
 
 
+# Inodes kept in memory (a hot-path lookup costs a dict hit instead of a query).
+INODE_CACHE_MAX = 200_000
+
+
 class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._depth = 0
+        self._inodes: dict[int, Inode] = {}
+        self._parents: dict[int, list[tuple[int, bytes]]] = {}
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -202,6 +208,8 @@ class Index:
         self = cls.__new__(cls)
         self.path = path
         self._depth = 0
+        self._inodes = {}
+        self._parents = {}
         self.db = sqlite3.connect(
             f"file:{path}?mode=ro",
             uri=True,
@@ -230,6 +238,8 @@ class Index:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._inodes.clear()  # they may hold rolled-back changes
+            self._parents.clear()
             raise
         else:
             self.db.execute("COMMIT")
@@ -297,8 +307,18 @@ class Index:
     # -- inodes -----------------------------------------------------------------
 
     def get(self, ino: int) -> Inode | None:
+        """An inode; the returned object is shared and must not be modified."""
+        inode = self._inodes.get(ino)
+        if inode is not None:
+            return inode
         row = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=?", (ino,)).fetchone()
-        return None if row is None else _inode(row)
+        if row is None:
+            return None
+        if len(self._inodes) >= INODE_CACHE_MAX:
+            self._inodes.clear()
+            self._parents.clear()
+        inode = self._inodes[ino] = _inode(row)
+        return inode
 
     def create_inode(self, **fields: object) -> Inode:
         cols = ", ".join(fields)
@@ -315,10 +335,14 @@ class Index:
     def update(self, ino: int, **fields: object) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE inodes SET {sets} WHERE ino=?", (*fields.values(), ino))
+        cached = self._inodes.get(ino)
+        if cached is not None:  # a new object: callers may hold the old one
+            self._inodes[ino] = cached.model_copy(update=fields)
 
     def delete_inode(self, ino: int) -> None:
         self.db.execute("DELETE FROM inodes WHERE ino=?", (ino,))
         self.db.execute("DELETE FROM xattrs WHERE ino=?", (ino,))
+        self._inodes.pop(ino, None)
 
     def orphans(self) -> list[Inode]:
         rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE nlink=0")
@@ -339,9 +363,13 @@ class Index:
         self.db.execute(
             "INSERT INTO entries(parent, name, ino) VALUES (?, ?, ?)", (parent, name, ino)
         )
+        self._parents.pop(ino, None)
 
     def unlink(self, parent: int, name: bytes) -> None:
-        self.db.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
+        for (ino,) in self.db.execute(
+            "DELETE FROM entries WHERE parent=? AND name=? RETURNING ino", (parent, name)
+        ).fetchall():
+            self._parents.pop(ino, None)
 
     def _links(
         self, where: str, params: tuple[object, ...], order: str = ""
@@ -375,11 +403,16 @@ class Index:
         )
 
     def parents(self, ino: int) -> list[tuple[int, bytes]]:
-        """Every (parent, name) linking to `ino`, in a stable order."""
-        rows = self.db.execute(
-            "SELECT parent, name FROM entries WHERE ino=? ORDER BY parent, name", (ino,)
-        ).fetchall()
-        return [(int(p), bytes(n)) for p, n in rows]
+        """Every (parent, name) linking to `ino`, in a stable order (shared list)."""
+        links = self._parents.get(ino)
+        if links is None:
+            rows = self.db.execute(
+                "SELECT parent, name FROM entries WHERE ino=? ORDER BY parent, name", (ino,)
+            ).fetchall()
+            if len(self._parents) >= INODE_CACHE_MAX:
+                self._parents.clear()
+            links = self._parents[ino] = [(int(p), bytes(n)) for p, n in rows]
+        return links
 
     # -- xattrs -------------------------------------------------------------------
 
