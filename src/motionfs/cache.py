@@ -47,7 +47,12 @@ class DataCache:
 
         keep=None copies everything. Returns an O_RDWR fd on the work file.
         """
-        fd = os.open(self.path(ino, gen), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh file, never a truncated old one: a sealed generation may share
+        # its host file with the store (a hard link), which must not change.
+        path = self.path(ino, gen)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         if base_gen and keep != 0:
             with open(self.path(ino, base_gen), "rb") as src:
                 count = os.fstat(src.fileno()).st_size if keep is None else keep
@@ -64,8 +69,14 @@ class DataCache:
             with contextlib.suppress(FileNotFoundError):
                 self.path(ino, gen).unlink()
 
+    def drop_inode(self, ino: int, content_gen: int) -> None:
+        """Drop what a deleted inode left: its content and an unfinished fetch."""
+        self.drop(ino, content_gen)
+        with contextlib.suppress(FileNotFoundError):
+            self.part_path(ino, content_gen).unlink()
+
     def drop_all(self, ino: int, keep: int | None = None) -> None:
-        """Drop every cached generation of `ino` (but `keep`)."""
+        """Drop every cached generation of `ino` (but `keep`); scans the cache."""
         for p in self.root.glob(f"{ino}.*"):
             if keep is not None and p.name == f"{ino}.{keep}":
                 continue

@@ -352,7 +352,7 @@ class Tree:
             return
         with self.index.transaction():
             self.index.delete_inode(ino)
-        self.cache.drop_all(ino)
+        self.cache.drop_inode(ino, inode.content_gen)
 
     async def setattr(
         self,
