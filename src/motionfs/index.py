@@ -193,6 +193,7 @@ class Index:
         self._depth = 0
         self._inodes: dict[int, Inode] = {}
         self._parents: dict[int, list[tuple[int, bytes]]] = {}
+        self._touched: set[str] = set()  # namespaces given journal entries lately
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -210,6 +211,7 @@ class Index:
         self._depth = 0
         self._inodes = {}
         self._parents = {}
+        self._touched = set()
         self.db = sqlite3.connect(
             f"file:{path}?mode=ro",
             uri=True,
@@ -450,19 +452,24 @@ class Index:
             "INSERT INTO journal(ns_id, op, ino, path, path2, durable) VALUES (?, ?, ?, ?, ?, ?)",
             (ns_id, op, ino, path, path2, int(durable)),
         )
+        self._touched.add(ns_id)
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def next_op(self, ns_id: str) -> JournalEntry | None:
-        row = self.db.execute(
+    def take_touched(self) -> set[str]:
+        """Namespaces that got journal entries since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def next_ops(self, ns_id: str, limit: int) -> list[JournalEntry]:
+        """The namespace's first `limit` pending entries, in order."""
+        rows = self.db.execute(
             "SELECT seq, ns_id, op, ino, path, path2, durable, attempts, last_error "
-            "FROM journal WHERE ns_id=? ORDER BY seq LIMIT 1",
-            (ns_id,),
-        ).fetchone()
-        if row is None:
-            return None
+            "FROM journal WHERE ns_id=? ORDER BY seq LIMIT ?",
+            (ns_id, limit),
+        ).fetchall()
         names = JournalEntry.model_fields.keys()
-        return JournalEntry.model_validate(dict(zip(names, row, strict=True)))
+        return [JournalEntry.model_construct(**dict(zip(names, r, strict=True))) for r in rows]
 
     def finish_op(self, seq: int) -> None:
         self.db.execute("DELETE FROM journal WHERE seq=?", (seq,))
@@ -491,6 +498,11 @@ class Index:
         else:
             row = self.db.execute("SELECT count(*) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
         return int(row[0])
+
+    def backlog(self) -> int:
+        """About how many entries are pending (an upper bound, from two index probes)."""
+        row = self.db.execute("SELECT max(seq) - min(seq) + 1 FROM journal").fetchone()
+        return int(row[0] or 0)
 
     def last_seq(self, ns_id: str) -> int | None:
         row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()

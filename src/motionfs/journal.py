@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
@@ -24,7 +25,7 @@ from .bridge import AsyncioBridge
 from .cache import DataCache
 from .errors import StoreUnavailable
 from .index import Index, JournalEntry
-from .storage import Storage
+from .storage import HostTree, Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ QUIET = 0.25
 MAX_DELAY = 0.5  # never wait longer than this for a pause...
 WORK_SLICE = 0.5  # ...and then work at least this long before waiting again
 BACKLOG = 2000
+BATCH = 64  # entries applied per trip to a worker thread (local disk), one transaction
 
 
 class Op(StrEnum):
@@ -49,6 +51,26 @@ class Op(StrEnum):
     COPY = "copy"  # path -> path2, replacing it (restoring a checkpoint)
     KEEP = "keep"  # path -> path2 unless path2 exists (content-addressed objects)
     DESTROY = "destroy"  # the whole namespace
+
+
+# What a filesystem-provider namespace does directly on its host directory.
+HOST_OPS = {Op.PUT, Op.MKDIR, Op.REMOVE, Op.MOVE}
+
+
+def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | None) -> str | None:
+    """One entry on a host directory (blocking); a PUT returns the content's sha256."""
+    op = Op(e.op)
+    assert e.path is not None
+    if op is Op.PUT:
+        return None if src is None else host.put(e.path, src[0], e.durable)
+    if op is Op.MKDIR:
+        host.mkdirs(e.path)
+    elif op is Op.REMOVE:
+        host.remove(e.path)
+    else:
+        assert e.path2 is not None
+        host.move(e.path, e.path2)
+    return None
 
 
 class Journal:
@@ -67,14 +89,23 @@ class Journal:
         self._waiters = 0
         self._work_until = 0.0
         self._urgent = trio.Event()  # set while someone waits for the store
+        self._rescan = True  # look at every namespace's entries, not just new ones
 
-    def kick(self) -> None:
+    def kick(self, rescan: bool = False) -> None:
+        """New entries were committed (or, with rescan, may exist anywhere)."""
+        if rescan:
+            self._rescan = True
         self._wake.set()
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Start a worker for every namespace with pending entries, forever."""
         while True:
-            for ns_id in self.index.pending_namespaces():
+            if self._rescan:
+                self._rescan = False
+                candidates: Iterable[str] = self.index.pending_namespaces()
+            else:  # cheap: only namespaces that got entries since the last look
+                candidates = self.index.take_touched()
+            for ns_id in candidates:
                 if ns_id not in self._running:
                     self._running.add(ns_id)
                     nursery.start_soon(self._worker, ns_id)
@@ -88,13 +119,13 @@ class Journal:
     async def _worker(self, ns_id: str) -> None:
         try:
             async with self._limiter:
-                while (entry := self.index.next_op(ns_id)) is not None:
+                while entries := self.index.next_ops(ns_id, BATCH):
                     await self._quiet_moment()
-                    await self._apply_with_retry(entry)
+                    await self._apply_some(entries)
         finally:
             self._running.discard(ns_id)
             self._notify()
-            self.kick()
+            self.kick(rescan=True)
 
     async def _quiet_moment(self) -> None:
         """Wait for a pause in requests, at most MAX_DELAY, then work for a while."""
@@ -102,7 +133,7 @@ class Journal:
         if now < self._work_until or self._waiters:
             return
         deadline = now + MAX_DELAY
-        while not self._waiters and self.index.pending_count() <= BACKLOG:
+        while not self._waiters and self.index.backlog() <= BACKLOG:
             now = trio.current_time()
             idle = now - self.last_request
             if idle >= QUIET or now >= deadline:
@@ -111,31 +142,90 @@ class Journal:
                 await self._urgent.wait()
         self._work_until = trio.current_time() + WORK_SLICE
 
-    async def _apply_with_retry(self, entry: JournalEntry) -> None:
-        attempts = entry.attempts
-        while True:
+    async def _apply_some(self, entries: list[JournalEntry]) -> None:
+        """Apply the first entry, or a run of file operations at once on a local disk."""
+        first = entries[0]
+        direct = None
+        if Op(first.op) in HOST_OPS and await self._attach(first.ns_id):
+            direct = self.storage.direct(first.ns_id)
+        if direct is None:
             try:
-                await self._apply(entry)
-            except (StoreUnavailable, OSError) as e:
-                attempts += 1
-                delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
-                msg = f"{entry.op} {entry.path or ''} in {entry.ns_id}: {e}"
-                log.warning(
-                    "store operation failed (attempt %d, retry in %.1fs): %s", attempts, delay, msg
-                )
-                self.errors[entry.ns_id] = msg
-                with self.index.transaction():
-                    self.index.fail_op(entry.seq, str(e))
-                self._notify()
-                await trio.sleep(delay)
-                continue
-            except Exception:
-                log.exception("dropping journal entry %s that cannot be applied", entry)
-            self.errors.pop(entry.ns_id, None)
-            with self.index.transaction():
-                self.index.finish_op(entry.seq)
-            self._notify()
+                await self._apply(first)
+            except Exception as e:
+                await self._failed(first, e)
+                return
+            self._finished([first])
             return
+        run = list(itertools.takewhile(lambda e: Op(e.op) in HOST_OPS, entries))
+        await self._apply_on_host(direct, run)
+
+    async def _apply_on_host(self, host: HostTree, entries: list[JournalEntry]) -> None:
+        """Apply entries in order in one worker thread; record them in one transaction."""
+        sources = [self._open_source(e) if Op(e.op) is Op.PUT else None for e in entries]
+
+        def work() -> tuple[list[str | None], Exception | None]:
+            results: list[str | None] = []
+            for e, src in zip(entries, sources, strict=True):
+                try:
+                    results.append(_host_apply(host, e, src))
+                except Exception as exc:
+                    return results, exc
+            return results, None
+
+        try:
+            results, error = await trio.to_thread.run_sync(work)
+        finally:
+            for src in sources:
+                if src is not None:
+                    src[0].close()
+        done = entries[: len(results)]
+        stored = []
+        with self.index.transaction():
+            for e, src, digest in zip(done, sources, results, strict=False):
+                if src is not None and digest is not None and self._record_put(e, src[1], digest):
+                    stored.append(e.ino)
+            self._finished(done)
+        for ino in stored:
+            assert ino is not None
+            self.on_stored(ino)
+        if error is not None:
+            await self._failed(entries[len(results)], error)
+
+    def _finished(self, entries: list[JournalEntry]) -> None:
+        if not entries:
+            return
+        self.errors.pop(entries[0].ns_id, None)
+        with self.index.transaction():
+            for e in entries:
+                self.index.finish_op(e.seq)
+        self._notify()
+
+    async def _failed(self, entry: JournalEntry, error: Exception) -> None:
+        """A store failure is retried with backoff (the entry stays first in line);
+        anything else is a bug: log it and drop the entry rather than block the queue."""
+        if not isinstance(error, StoreUnavailable | OSError):
+            log.error("dropping journal entry %s that cannot be applied", entry, exc_info=error)
+            self._finished([entry])
+            return
+        attempts = entry.attempts + 1
+        delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
+        msg = f"{entry.op} {entry.path or ''} in {entry.ns_id}: {error}"
+        log.warning("store operation failed (attempt %d, retry in %.1fs): %s", attempts, delay, msg)
+        self.errors[entry.ns_id] = msg
+        with self.index.transaction():
+            self.index.fail_op(entry.seq, str(error))
+        self._notify()
+        await trio.sleep(delay)
+
+    async def _attach(self, ns: str) -> bool:
+        """Make sure the namespace is attached; False if the index does not know it."""
+        if self.storage.is_attached(ns):
+            return True
+        record = self.index.namespace(ns)
+        if record is None:
+            return False
+        await self.bridge.call(self.storage.attach, record)
+        return True
 
     async def _apply(self, e: JournalEntry) -> None:
         ns = e.ns_id
@@ -147,12 +237,9 @@ class Journal:
                 with self.index.transaction():
                     self.index.remove_namespace(ns)
             return
-        if not self.storage.is_attached(ns):
-            record = self.index.namespace(ns)
-            if record is None:
-                log.warning("journal entry for unknown namespace %s skipped", ns)
-                return
-            await self.bridge.call(self.storage.attach, record)
+        if not await self._attach(ns):
+            log.warning("journal entry for unknown namespace %s skipped", ns)
+            return
         assert e.path is not None
         if op is Op.PUT:
             await self._put(e)
@@ -186,27 +273,45 @@ class Journal:
         return await self.bridge.call(getattr(self.storage, method), ns_id, *args)
 
     async def _put(self, e: JournalEntry) -> None:
+        src = self._open_source(e)
+        if src is None:
+            return
+        with src[0]:
+            digest = await self._store(e.ns_id, "put", e.path, src[0], e.durable)
+        with self.index.transaction():
+            stored = self._record_put(e, src[1], digest)
+        if stored:
+            assert e.ino is not None
+            self.on_stored(e.ino)
+
+    def _open_source(self, e: JournalEntry) -> tuple[BinaryIO, int] | None:
+        """The sealed content to upload and its generation; None if there is nothing to do.
+
+        The file is opened here so that a newer generation replacing it meanwhile
+        cannot pull it away.
+        """
         assert e.ino is not None and e.path is not None
         inode = self.index.get(e.ino)
         if inode is None:
-            return  # deleted since: a later entry removes the path
+            return None  # deleted since: a later entry removes the path
         gen = inode.content_gen
         try:
-            source = open(self.cache.source(e.ino, gen), "rb")  # noqa: SIM115 (closed by put)
+            return open(self.cache.source(e.ino, gen), "rb"), gen
         except FileNotFoundError:
             # Superseded by a newer generation (which has its own entry), or lost.
             puts = self.index.pending_puts(e.ino)
-            if puts and puts[-1][0] > e.seq:
-                return
-            log.error("content of inode %d generation %d is missing; not uploaded", e.ino, gen)
-            return
-        with source:
-            digest = await self._store(e.ns_id, "put", e.path, source, e.durable)
+            if not (puts and puts[-1][0] > e.seq):
+                log.error("content of inode %d generation %d is missing; not uploaded", e.ino, gen)
+            return None
+
+    def _record_put(self, e: JournalEntry, gen: int, digest: str) -> bool:
+        """Note (in the current transaction) that `gen` is stored, if still current."""
+        assert e.ino is not None
         current = self.index.get(e.ino)
-        if current is not None and current.content_gen == gen:
-            with self.index.transaction():
-                self.index.update(e.ino, stored_gen=gen, sha256=digest)
-            self.on_stored(e.ino)
+        if current is None or current.content_gen != gen:
+            return False
+        self.index.update(e.ino, stored_gen=gen, sha256=digest)
+        return True
 
     # -- waiting ----------------------------------------------------------------
 
@@ -227,8 +332,8 @@ class Journal:
         """Wait until entry `seq` (and all before it in ns_id) is applied."""
         with self._waiting(), trio.move_on_after(timeout) as scope:
             while True:
-                entry = self.index.next_op(ns_id)
-                if entry is None or entry.seq > seq:
+                entries = self.index.next_ops(ns_id, 1)
+                if not entries or entries[0].seq > seq:
                     return
                 await self._progress.wait()
         if scope.cancelled_caught:
