@@ -91,7 +91,7 @@ def test_restore_puts_back_content_tree_and_metadata(h: Harness) -> None:
         ns = ns_of(tree, p)
         assert h.store_bytes(tree, ns, "/f") == b"original"
         assert h.store_bytes(tree, ns, "/later") is None
-        changes = {(c.kind, c.path) for c in cps.diff(p, auto, "v1")}
+        changes = {(c.kind, c.path) for c in await cps.diff(p, auto, "v1")}
         assert changes == {("D", "later"), ("A", "empty"), ("M", "f")}
 
     h.run(body)

@@ -50,9 +50,11 @@ class DataCache:
         # A fresh file, never a truncated old one: a sealed generation may share
         # its host file with the store (a hard link), which must not change.
         path = self.path(ino, gen)
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # left by a crash
             path.unlink()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         if base_gen and keep != 0:
             with open(self.path(ino, base_gen), "rb") as src:
                 count = os.fstat(src.fileno()).st_size if keep is None else keep

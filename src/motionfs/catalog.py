@@ -172,7 +172,7 @@ class Catalog:
         finally:
             await self.drive.release(fh)
         self.tree.notify_entry(folder.ino, name.encode())
-        return self.tree.stat(node.ino)
+        return await self.tree.ensure_sha256(self.tree.stat(node.ino))
 
     def _render_folder(self, project_ns: str, scope: StorageScope) -> Inode:
         _parent, name, _node = self._node(project_ns)

@@ -102,6 +102,9 @@ class Checkpoints:
         for _ in range(STABLE_TRIES):
             await self.tree.seal_namespace(ns_id)
             await self.tree._wait_store(self.tree.journal.drain(ns_id, self.tree.config.io_timeout))
+            for _p, _pi, _n, node in list(self._walk(project.ino)):
+                if node.is_reg and node.content_gen == node.stored_gen:
+                    await self.tree.ensure_sha256(node)
             if all(
                 node.content_gen == node.stored_gen and (node.sha256 or node.content_gen == 0)
                 for _p, _pi, _n, node in self._walk(project.ino)
@@ -232,10 +235,12 @@ class Checkpoints:
             out[path] = (node.mode, node.uid, node.gid, node.size, content, node.mtime_ns, xattrs)
         return out
 
-    def diff(self, project_ino: int, a: str, b: str | None) -> list[Change]:
+    async def diff(self, project_ino: int, a: str, b: str | None) -> list[Change]:
         project, _ns = self._project(project_ino)
         old = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, a)).items()}
         if b is None:
+            for _p, _pi, _n, node in list(self._walk(project.ino)):
+                await self.tree.ensure_sha256(node)  # compare content, not "not hashed yet"
             new = self._live_tree(project)
         else:
             new = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, b)).items()}

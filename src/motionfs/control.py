@@ -208,5 +208,7 @@ class ControlServer:
         return {"safety_checkpoint": auto}
 
     async def _diff(self, req: dict[str, Any]) -> list[dict[str, str]]:
-        changes = self.drive.checkpoints.diff(self._project(req), req["name"], req.get("other"))
+        changes = await self.drive.checkpoints.diff(
+            self._project(req), req["name"], req.get("other")
+        )
         return [c.model_dump() for c in changes]

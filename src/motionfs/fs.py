@@ -99,7 +99,18 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(self.tree.lookup(parent_inode, name))
+        try:
+            return self.entry(self.tree.lookup(parent_inode, name))
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        # The kernel may remember that the name is missing (git, npm and compilers
+        # probe many), as long as it remembers names that exist; changes made behind
+        # its back invalidate the name explicitly.
+        missing = pyfuse3.EntryAttributes()
+        missing.st_ino = 0
+        missing.entry_timeout = self.attr_timeout
+        return missing
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:

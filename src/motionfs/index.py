@@ -330,8 +330,11 @@ class Index:
         )
         ino = cur.lastrowid
         assert ino is not None
-        inode = self.get(ino)
-        assert inode is not None
+        if "ino" in fields:  # the layout's fixed inodes: read back as stored
+            inode = self.get(ino)
+            assert inode is not None
+            return inode
+        inode = self._inodes[ino] = Inode(ino=ino, **fields)  # type: ignore[arg-type]
         return inode
 
     def update(self, ino: int, **fields: object) -> None:
@@ -524,11 +527,10 @@ class Index:
 
     def drop_puts(self, ino: int) -> bool:
         """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
-        row = self.db.execute(
-            "SELECT max(durable) FROM journal WHERE ino=? AND op='put'", (ino,)
-        ).fetchone()
-        self.db.execute("DELETE FROM journal WHERE ino=? AND op='put'", (ino,))
-        return bool(row[0])
+        rows = self.db.execute(
+            "DELETE FROM journal WHERE ino=? AND op='put' RETURNING durable", (ino,)
+        ).fetchall()
+        return any(d for (d,) in rows)
 
 
 class Checkpoint(BaseModel):

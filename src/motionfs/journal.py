@@ -57,12 +57,14 @@ class Op(StrEnum):
 HOST_OPS = {Op.PUT, Op.MKDIR, Op.REMOVE, Op.MOVE}
 
 
-def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | None) -> str | None:
-    """One entry on a host directory (blocking); a PUT returns the content's sha256."""
+def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | None) -> bool:
+    """One entry on a host directory (blocking); True if it stored content."""
     op = Op(e.op)
     assert e.path is not None
     if op is Op.PUT:
-        return None if src is None else host.put(e.path, src[0], e.durable)
+        if src is not None:
+            host.put(e.path, src[0], e.durable)
+        return src is not None
     if op is Op.MKDIR:
         host.mkdirs(e.path)
     elif op is Op.REMOVE:
@@ -70,7 +72,7 @@ def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | Non
     else:
         assert e.path2 is not None
         host.move(e.path, e.path2)
-    return None
+    return False
 
 
 class Journal:
@@ -163,8 +165,8 @@ class Journal:
         """Apply entries in order in one worker thread; record them in one transaction."""
         sources = [self._open_source(e) if Op(e.op) is Op.PUT else None for e in entries]
 
-        def work() -> tuple[list[str | None], Exception | None]:
-            results: list[str | None] = []
+        def work() -> tuple[list[bool], Exception | None]:
+            results: list[bool] = []
             for e, src in zip(entries, sources, strict=True):
                 try:
                     results.append(_host_apply(host, e, src))
@@ -181,8 +183,8 @@ class Journal:
         done = entries[: len(results)]
         stored = []
         with self.index.transaction():
-            for e, src, digest in zip(done, sources, results, strict=False):
-                if src is not None and digest is not None and self._record_put(e, src[1], digest):
+            for e, src, put in zip(done, sources, results, strict=False):
+                if put and src is not None and self._record_put(e, src[1], None):
                     stored.append(e.ino)
             self._finished(done)
         for ino in stored:
@@ -304,13 +306,17 @@ class Journal:
                 log.error("content of inode %d generation %d is missing; not uploaded", e.ino, gen)
             return None
 
-    def _record_put(self, e: JournalEntry, gen: int, digest: str) -> bool:
-        """Note (in the current transaction) that `gen` is stored, if still current."""
+    def _record_put(self, e: JournalEntry, gen: int, digest: str | None) -> bool:
+        """Note (in the current transaction) that `gen` is stored, if still current,
+        with its hash when the upload computed one."""
         assert e.ino is not None
         current = self.index.get(e.ino)
         if current is None or current.content_gen != gen:
             return False
-        self.index.update(e.ino, stored_gen=gen, sha256=digest)
+        if digest is None:
+            self.index.update(e.ino, stored_gen=gen)
+        else:
+            self.index.update(e.ino, stored_gen=gen, sha256=digest)
         return True
 
     # -- waiting ----------------------------------------------------------------

@@ -424,8 +424,12 @@ class HostTree:
     def host(self, path: str) -> Path:
         return self.root / path.lstrip("/")
 
-    def put(self, path: str, source: BinaryIO, durable: bool = False) -> str:
-        """Atomically replace `path` with the content of the open file `source`."""
+    def put(self, path: str, source: BinaryIO, durable: bool = False) -> None:
+        """Atomically replace `path` with the content of the open file `source`.
+
+        No hash is computed here (the index computes one on first need), so an
+        fsync costs what the disk's own flush costs.
+        """
         dest = self.host(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         # The provider's own temp-name pattern, so its 14 bytes of room suffice.
@@ -442,14 +446,12 @@ class HostTree:
             else:
                 if durable:
                     os.fsync(source.fileno())
-            digest = _sha256_of(source)
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         if durable:
             _fsync_dir(dest.parent)
-        return digest
 
     def get(self, path: str, dest: Path) -> bool:
         """Put the content of `path` at the local file `dest`; False if missing."""
@@ -483,7 +485,8 @@ class HostTree:
             os.replace(sidecar, d.with_name(d.name + ".meta"))
 
 
-def _sha256_of(f: BinaryIO) -> str:
+def file_sha256(f: BinaryIO) -> str:
+    """sha256 of an open file's whole content (blocking; hashlib releases the GIL)."""
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)

@@ -29,7 +29,7 @@ from .errors import FsError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
 from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
-from .storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage, store_path
+from .storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage, file_sha256, store_path
 
 log = logging.getLogger(__name__)
 
@@ -544,9 +544,9 @@ class Tree:
             ns_id = record.ns_id
         elif not in_project and not stat.S_ISLNK(mode):
             raise FsError(errno.EPERM, "only files and symlinks belong in renders/ and assets/")
-        if self.index.lookup(p.ino, name) is not None:  # lost a race while awaiting
-            if record is not None:
-                await self.bridge.call(self.storage.destroy_namespace, record)
+        if record is not None and self.index.lookup(p.ino, name) is not None:
+            # lost a race while awaiting the new namespace
+            await self.bridge.call(self.storage.destroy_namespace, record)
             raise FsError(errno.EEXIST)
         with self._changing():
             if record is not None:
@@ -972,6 +972,29 @@ class Tree:
                     return
             raise FsError(errno.EIO, f"content of inode {inode.ino} is missing from the store")
 
+    async def ensure_sha256(self, inode: Inode) -> Inode:
+        """The inode with its content hash, computed now if nobody has yet.
+
+        Uploads to a local disk skip hashing (fsync must not wait for it);
+        checkpoints and media metadata ask here when they need one.
+        """
+        if inode.sha256 is not None or not inode.is_reg or inode.content_gen == 0:
+            return inode
+        await self._ensure_cached(inode)
+        gen = inode.content_gen
+        try:
+            f = open(self.cache.source(inode.ino, gen), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return self._get(inode.ino)  # replaced or evicted meanwhile: try later
+        with f:
+            digest = await trio.to_thread.run_sync(file_sha256, f)
+        current = self._get(inode.ino)
+        if current.content_gen == gen and current.sha256 is None:
+            with self.index.transaction():
+                self.index.update(inode.ino, sha256=digest)
+            current = self._get(inode.ino)
+        return current
+
     async def _start_work(self, of: OpenFile, keep: int | None) -> None:
         """Switch an open file to a fresh work generation (copy-on-write)."""
         inode = self._get(of.ino)
@@ -1017,6 +1040,7 @@ class Tree:
             with self._changing():
                 self.index.update(
                     of.ino,
+                    sha256=None,  # new content: hashed on upload or on first need
                     content_gen=of.fd_gen,
                     size=of.size,
                     mtime_ns=of.mtime_ns,
