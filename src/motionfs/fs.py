@@ -113,11 +113,10 @@ class Operations(pyfuse3.Operations):
         return missing
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for ino, n in inode_list:
-            try:
-                self.tree.forget(ino, n)
-            except Exception:
-                log.exception("forget(%d) failed", ino)
+        try:
+            self.tree.forget_all(inode_list)
+        except Exception:
+            log.exception("forget of %d inodes failed", len(inode_list))
 
     @translated
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:

@@ -13,8 +13,10 @@ everything else to the live tree.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,8 @@ from .index import Checkpoint, CpEntry, Inode
 from .motion import PREFIX as MOTION_PREFIX
 from .motion import MotionMetadata
 from .tree import Ctx, Role, Tree
+
+log = logging.getLogger(__name__)
 
 SNAPDIR_BASE = 1 << 40  # + a project's inode: its .snapshots folder
 LATEST_BASE = 1 << 41  # + a project's inode: its `latest` symlink
@@ -311,6 +315,15 @@ class Drive:
     def forget(self, ino: int, nlookup: int) -> None:
         if not is_virtual(ino):
             self.tree.forget(ino, nlookup)
+
+    def forget_all(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """The kernel's batch of forgets: purging deleted inodes is one transaction."""
+        with self.tree.index.transaction():
+            for ino, nlookup in pairs:
+                try:
+                    self.forget(ino, nlookup)
+                except Exception:
+                    log.exception("forget(%d) failed", ino)
 
     def remember(self, ino: int) -> None:
         if not is_virtual(ino):
