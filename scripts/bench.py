@@ -177,8 +177,13 @@ class Goal:
     text: str  # the target as printed
 
     def judge(self, row: Row) -> tuple[float | None, str, str]:
-        """(achieved figure, that figure as printed, PASS/MISS or "" if not measured)."""
+        """(achieved figure, that figure as printed, PASS/MISS or "" if not measured).
+
+        A step that failed has no verdict: a time is no pass if the bytes were wrong.
+        """
         nat, mfs = row.outcomes.get("native"), row.outcomes.get("motionfs")
+        if any(o.failed for o in row.outcomes.values()):
+            return None, "", ""
         achieved: float | None = None
         shown = ""
         ok = False
@@ -221,7 +226,7 @@ class Outcome:
 
     @property
     def rate(self) -> float | None:
-        if self.amount is None or not self.seconds:
+        if self.amount is None or not self.seconds or self.error:
             return None
         return self.amount / self.seconds
 
@@ -813,6 +818,7 @@ def sequential(b: Bench, t: Target) -> None:
         "1",
         f"seq write {fmt_mib(mib)} (1 MiB writes) + fsync",
         lambda: write_big(big, mib),
+        check=lambda _: read_verify(big, mib),  # also when step 2 cannot drop the caches
         amount=mib,
         unit="MiB/s",
         goal=SHARE_75,
@@ -841,6 +847,7 @@ def sequential(b: Bench, t: Target) -> None:
         f"4 KiB random preads, {fmt_mib(pmib)} file, {seconds:g} s, cold",
         lambda: random_preads(preads, pmib, seconds),
         prepare=prepare_preads,
+        check=lambda _: read_verify(preads, pmib),  # the pages the preads did not reach
         amount=lambda ops: float(ops),
         unit="ops/s",
         repeat=False,
@@ -1019,8 +1026,6 @@ def daemon_rss(b: Bench, t: Target) -> None:
         label,
         write_read,
         figure=lambda peak: float(peak),
-        amount=2 * mib,
-        unit="MiB/s",
         goal=goal,
         repeat=False,
     )
@@ -1262,6 +1267,8 @@ def table(rows: dict[str, Row]) -> list[str]:
             if o is not None and (o.error or o.note)
         ]
         _, achieved, verdict = row.goal.judge(row) if row.goal else (None, "", "")
+        if any(o.failed for o in row.outcomes.values()):
+            verdict = "FAILED"
         body.append(
             [
                 f"{row.key:>2} {row.label}",
@@ -1302,7 +1309,7 @@ def time_cell(o: Outcome | None) -> str:
 
 def ratio(nat: Outcome | None, mfs: Outcome | None) -> str:
     """How many times longer motionfs takes for the same work."""
-    if not (nat and mfs):
+    if not (nat and mfs) or nat.failed or mfs.failed:
         return "-"
     if nat.rate and mfs.rate:
         r = nat.rate / mfs.rate
