@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
@@ -172,7 +172,7 @@ QUICK = Sizes(
 class Goal:
     """A row's speed (or size) target; missing it prints MISS but is not a failure."""
 
-    kind: str  # "share" | "rate" | "slowdown" | "below", see judge()
+    kind: Literal["share", "rate", "slowdown", "below"]  # see judge()
     value: float
     text: str  # the target as printed
 
