@@ -1,20 +1,42 @@
 #!/usr/bin/env python3
-"""Benchmark motionfs against a native directory on the same disk, in one run.
+"""Benchmark motionfs against a native directory on the same disk, in one run (issue 6).
 
 Run it as `scripts/bench` (that sets up the .venv first); `--help` lists the options.
 
 Each workload runs first in a native directory, then in a project folder of a fresh
 motionfs mount. Both live in one temporary directory (TMPDIR decides where), next to the
-mount's store; the mount is always unmounted at the end, even on error or Ctrl-C.
+mount's store, so both sides use the same disk; the mount is always unmounted at the end,
+even on error or Ctrl-C.
+
+The workloads (sizes of the full run; --quick shrinks them for a smoke run):
+ 1  write 1 GiB in 1 MiB writes, then fsync             target: >= 75% of native MiB/s
+ 2  read it back after dropping the caches               target: >= 75% of native MiB/s
+ 3  4 KiB random preads on a 256 MiB file for 10 s,     ops/s, no target
+    fixed seed, caches dropped first
+ 4  create 5,000 files of 4 KiB in 50 directories        target: >= 1,500 files/s
+ 5  listdir every dir + lstat every entry of that tree,  target: >= 15,000 ops/s
+    caches dropped first
+ 6  500 editor saves (temp file, fsync, rename over)     target: >= 50% of native saves/s
+ 7  rsync -a of a 2,000-file tree in                     target: <= 8x native time
+ 8  git add -A && git commit of 1,000 files              target: <= 8x native time
+ 9  delete the 5,000-file tree of 4                      target: >= 2,000 files/s
+10  the daemon's peak RSS while a 4 GiB file is written  target: < 300 MiB
+    and read back (VmHWM, reset through clear_refs)
+Dropping the caches is `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root; without it
+those steps are "not measured"); on the mount it drops the FUSE page cache and the pages
+of the daemon's cache files alike. Every byte written is verified, most of it untimed
+after the step; reads compare what they read inside the step (a memcmp per block, the
+same cost on both sides).
 
 Wall time comes from time.perf_counter. A step that takes under FAST_SECONDS is repeated
 until it has run REPEATS times and the median is reported. Before every step (native ones
 too) the bench waits, untimed, until the daemon has no store operations pending, so the
-background uploads of one step do not slow down the next; row 7 measures that upload time
-on purpose.
+background uploads of one step do not slow down the next.
 
-A step that fails is reported in the table (FAILED: reason, with the motionfs.log excerpt
-below the table) and the run goes on with the others.
+A step that fails (an error, or a verification that does not hold) is reported in the
+table as FAILED, with the motionfs.log excerpt below the table, the run goes on with the
+others, and the exit code is 1. Missing a speed target only prints MISS: `--quick` is a CI
+smoke test whatever the machine's speed.
 
 The checkpoint workload (`--checkpoints` runs only it; the default run ends with it) has no
 native equivalent and gets its own table: a project of 2,000 files of 512 KiB; checkpoint
@@ -28,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import functools
 import hashlib
 import json
@@ -37,6 +60,7 @@ import random
 import shlex
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -45,17 +69,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 
 KiB = 1 << 10
 MiB = 1 << 20
+PAGE = 4 * KiB
 FAST_SECONDS = 2.0
 REPEATS = 3
 SETTLE_TIMEOUT = 600.0
-FANOUT = 10  # the small-file tree has FANOUT top dirs with FANOUT subdirs each
+PREAD_SEED = 6  # the random preads' offsets are the same in every run and on both sides
 
 CKPT_PROJECT = "ckpt"  # the checkpoint workload's own project folder
 CKPT_FILE = 512 * KiB  # size of each of its files
@@ -80,13 +105,19 @@ GIT = [
 ]
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
+# Vocabulary of the source-like text files (git and editor workloads).
+WORDS = (
+    *("def", "class", "return", "import", "self", "value", "path", "store", "mount", "read"),
+    *("write", "open", "close", "the", "a", "of", "to", "in", "for", "if", "else", "while"),
+    *("frame", "clip", "render", "scene", "project", "asset", "motion", "timeline"),
+)
+
 LEGEND = """\
-2b: native drops the kernel caches (echo 3 > /proc/sys/vm/drop_caches, needs root);
-    motionfs is unmounted and mounted again: the kernel cache is empty, its local data
-    cache is not ("reopen after remount").
-7:  time until everything is in the store: motionfs umount right after 3a (it waits for
-    the pending uploads); native: sync.
-runs: how many runs were timed (native/motionfs); steps under 2 s run 3 times, median shown."""
+ratio: how many times longer motionfs takes for the same work (native rate / motionfs rate;
+    lower is better, 1.00x is native speed). runs: timed runs (native/motionfs); steps under
+    2 s run 3 times and the median is shown. "not measured": the step needs root (caches).
+3:  runs for a fixed time; the columns show that time and the ops done per second.
+10: motionfs only; the time is the whole write + fsync + read back, peak RSS in the target."""
 
 CKPT_LEGEND = """\
 Each step runs once, after the journal is drained. c1 and c2 are timed as mkdir
@@ -99,36 +130,117 @@ mtime after the restore."""
 
 @dataclass(frozen=True)
 class Sizes:
-    big_mib: int  # workloads 1-2: one file of this many MiB, written in 1 MiB writes
-    small_files: int  # workloads 3, 5, 7: files of 4 KiB
-    meta_cycles: int  # workload 4: mkdir/create/rename/unlink/rmdir cycles
-    tree_files: int  # workload 6: files of 1 KiB-1 MiB for cp -a and rsync
+    seq_mib: int  # 1-2: one file of this many MiB, written in 1 MiB writes
+    pread_mib: int  # 3: the file the random preads read
+    pread_seconds: float  # 3: how long they run
+    tree_files: int  # 4, 5, 9: files of 4 KiB
+    tree_dirs: int  # 4, 5, 9: spread over this many directories
+    saves: int  # 6: editor saves
+    rsync_files: int  # 7: files of mixed small sizes
+    git_files: int  # 8: files committed
+    rss_mib: int  # 10: the file written and read back while the daemon's RSS is watched
     ckpt_files: int  # checkpoint workload: files of CKPT_FILE bytes
 
 
-FULL = Sizes(big_mib=256, small_files=2000, meta_cycles=5000, tree_files=500, ckpt_files=2000)
-QUICK = Sizes(big_mib=16, small_files=200, meta_cycles=300, tree_files=50, ckpt_files=200)
+FULL = Sizes(
+    seq_mib=1024,
+    pread_mib=256,
+    pread_seconds=10.0,
+    tree_files=5000,
+    tree_dirs=50,
+    saves=500,
+    rsync_files=2000,
+    git_files=1000,
+    rss_mib=4096,
+    ckpt_files=2000,
+)
+QUICK = Sizes(
+    seq_mib=64,
+    pread_mib=64,
+    pread_seconds=1.0,
+    tree_files=500,
+    tree_dirs=50,
+    saves=50,
+    rsync_files=200,
+    git_files=100,
+    rss_mib=256,
+    ckpt_files=200,
+)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A row's speed (or size) target; missing it prints MISS but is not a failure."""
+
+    kind: Literal["share", "rate", "slowdown", "below"]  # see judge()
+    value: float
+    text: str  # the target as printed
+
+    def judge(self, row: Row) -> tuple[float | None, str, str]:
+        """(achieved figure, that figure as printed, PASS/MISS or "" if not measured).
+
+        A step that failed has no verdict: a time is no pass if the bytes were wrong.
+        """
+        nat, mfs = row.outcomes.get("native"), row.outcomes.get("motionfs")
+        if any(o.failed for o in row.outcomes.values()):
+            return None, "", ""
+        achieved: float | None = None
+        shown = ""
+        ok = False
+        if self.kind == "share":  # motionfs rate >= value * native rate
+            if nat and mfs and nat.rate and mfs.rate is not None:
+                achieved = mfs.rate / nat.rate
+                shown, ok = f"{achieved:.0%}", achieved >= self.value
+        elif self.kind == "rate":  # motionfs rate >= value
+            if mfs and mfs.rate is not None:
+                achieved = mfs.rate
+                shown, ok = f"{fmt_number(achieved)} {row.unit}", achieved >= self.value
+        elif self.kind == "slowdown":  # motionfs time <= value * native time
+            if nat and mfs and nat.seconds and mfs.seconds is not None:
+                achieved = mfs.seconds / nat.seconds
+                shown, ok = f"{achieved:.1f}x", achieved <= self.value
+        elif self.kind == "below" and mfs and mfs.figure is not None:  # figure < value (bytes)
+            achieved = mfs.figure
+            shown, ok = f"{achieved / MiB:,.0f} MiB", achieved < self.value
+        if achieved is None:
+            return None, "", ""
+        return achieved, shown, "PASS" if ok else "MISS"
+
+
+SHARE_75 = Goal("share", 0.75, ">= 75% of native")
 
 
 class NotMeasured(Exception):
-    """A step that cannot run here; reported as such, not as a failure."""
+    """A step that cannot run here (e.g. dropping caches needs root); not a failure."""
 
 
 @dataclass
 class Outcome:
     seconds: float | None = None  # median of runs
     runs: list[float] = field(default_factory=list)
+    amount: float | None = None  # units done per run (for the rate)
+    figure: float | None = None  # a measured figure other than time (peak RSS)
     error: str | None = None  # "FAILED: ..." or "not measured ..."
     note: str | None = None  # information worth a mention (not a failure)
     log: str | None = None  # motionfs.log excerpt for a failure
 
+    @property
+    def rate(self) -> float | None:
+        if self.amount is None or not self.seconds or self.error:
+            return None
+        return self.amount / self.seconds
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error and self.error.startswith("FAILED"))
+
 
 @dataclass
 class Row:
-    key: str  # sorts the table: "1a", "2b", ...
+    key: str  # "1".."10": sorts the table
     label: str
-    unit: str | None = None  # throughput unit, e.g. "MiB/s"
-    amount: float | None = None  # units processed per run
+    unit: str | None = None  # rate unit, e.g. "MiB/s"
+    goal: Goal | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
 
@@ -174,19 +286,24 @@ def git(cwd: Path, *args: str) -> str:
     return run([*GIT, *args], cwd=cwd, env={**os.environ, **GIT_ENV})
 
 
-def git_commit(root: Path) -> None:
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "bench")
-
-
 def expect_no_output(what: str) -> Callable[[str], None]:
     def check(output: str) -> None:
         lines = output.splitlines()
         if lines:
-            raise RuntimeError(f"{what} listed {len(lines)} changes, e.g. {lines[0]!r}")
+            raise RuntimeError(f"{what} listed {len(lines)} differences, e.g. {lines[0]!r}")
 
     return check
+
+
+def drop_caches() -> None:
+    """sync; echo 3 > /proc/sys/vm/drop_caches: page cache, dentries and inodes."""
+    if os.geteuid() != 0:
+        raise NotMeasured("not measured (drop_caches needs root)")
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as e:
+        raise NotMeasured(f"not measured (drop_caches: {e.strerror})") from e
 
 
 def progress(message: str) -> None:
@@ -205,6 +322,10 @@ def fmt_number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def fmt_mib(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+
+
 # --- data ------------------------------------------------------------------------------------
 
 
@@ -214,123 +335,212 @@ def big_block() -> bytes:
 
 
 def big_blocks(mib: int) -> Iterator[bytearray]:
-    """The big file's 1 MiB blocks: one random block, stamped with its index (one buffer)."""
+    """A big file's 1 MiB blocks: one random block, stamped with its index (one buffer)."""
     buf = bytearray(big_block())
     for i in range(mib):
         buf[:8] = i.to_bytes(8, "little")
         yield buf
 
 
-@functools.cache
-def big_digest(mib: int) -> str:
-    h = hashlib.sha256()
-    for block in big_blocks(mib):
-        h.update(block)
-    return h.hexdigest()
-
-
-def write_big(path: Path, mib: int, fsync: bool) -> None:
+def write_big(path: Path, mib: int, update: Callable[[bytearray], object] | None = None) -> None:
+    """Write the big file in 1 MiB writes and fsync it; update sees every block."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for block in big_blocks(mib):
+            if update is not None:
+                update(block)
             view = memoryview(block)
             while view:
                 view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def read_big(path: Path, mib: int, update: Callable[[memoryview], object] | None = None) -> int:
+def read_blocks(path: Path, mib: int) -> Iterator[bytearray]:
+    """Read a big file in 1 MiB blocks (one buffer); raise unless it has exactly mib MiB."""
     buf = bytearray(MiB)
-    total = 0
+    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            total += n
-            if update is not None:
-                update(memoryview(buf)[:n])
-    if total != mib * MiB:
-        raise RuntimeError(f"read {total:,} bytes, wrote {mib * MiB:,}")
-    return total
+        for i in range(mib):
+            got = 0
+            while got < MiB:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise RuntimeError(f"{path.name} ends at {i * MiB + got:,} B, not {mib} MiB")
+                got += n
+            yield buf
+        if f.read(1):
+            raise RuntimeError(f"{path.name} is longer than the {mib} MiB written")
 
 
-def verify_big(path: Path, mib: int) -> None:
-    h = hashlib.sha256()
-    read_big(path, mib, h.update)
-    if h.hexdigest() != big_digest(mib):
-        raise RuntimeError("content read back differs from what was written")
+def read_verify(path: Path, mib: int) -> None:
+    """Read the big file back and compare every block with what was written."""
+    expect = bytearray(big_block())
+    for i, block in enumerate(read_blocks(path, mib)):
+        expect[:8] = i.to_bytes(8, "little")
+        if block != expect:
+            raise RuntimeError(f"{path.name}: block {i} differs from what was written")
+
+
+def random_preads(path: Path, mib: int, seconds: float) -> int:
+    """4 KiB preads at random page offsets (fixed seed) for `seconds`; each one checked."""
+    rng = random.Random(PREAD_SEED)
+    base = big_block()
+    pages, per_block = mib * MiB // PAGE, MiB // PAGE
+    ops = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        deadline = time.perf_counter() + seconds
+        while ops % 64 or time.perf_counter() < deadline:
+            page = rng.randrange(pages)
+            data = os.pread(fd, PAGE, page * PAGE)
+            off = (page % per_block) * PAGE
+            if off:
+                ok = data == base[off : off + PAGE]
+            else:
+                stamp = (page // per_block).to_bytes(8, "little")
+                ok = data[:8] == stamp and data[8:] == base[8:PAGE]
+            if not ok:
+                raise RuntimeError(f"pread at {page * PAGE:,} differs from what was written")
+            ops += 1
+    finally:
+        os.close(fd)
+    return ops
 
 
 class SmallTree:
-    """n files of 4 KiB, each with its own content, spread over nested directories."""
+    """n files of 4 KiB, each with its own content, spread over `dirs` directories."""
 
-    def __init__(self, root: Path, n: int) -> None:
+    def __init__(self, root: Path, n: int, dirs: int) -> None:
         self.root = root
-        self.tops = [root / f"d{a}" for a in range(FANOUT)]
-        self.dirs = [top / f"e{b}" for top in self.tops for b in range(FANOUT)]
-        self.files = [self.dirs[i % len(self.dirs)] / f"f{i:05d}.txt" for i in range(n)]
-        block = random.Random(3).randbytes(4 * KiB)
-        self.contents = [f"{i:08d}\n".encode() + block[9:] for i in range(n)]
+        self.dirs = [root / f"d{a:02d}" for a in range(dirs)]
+        self.files = [self.dirs[i % dirs] / f"f{i:05d}.txt" for i in range(n)]
+        self.block = random.Random(3).randbytes(4 * KiB)
+
+    def content(self, i: int) -> bytes:
+        return f"{i:08d}\n".encode() + self.block[9:]
 
     def create(self) -> None:
+        self.root.mkdir()
         for d in self.dirs:
-            d.mkdir(parents=True, exist_ok=True)
-        for path, data in zip(self.files, self.contents, strict=True):
+            d.mkdir()
+        for i, path in enumerate(self.files):
             with open(path, "wb") as f:
-                f.write(data)
+                f.write(self.content(i))
 
     def ensure(self) -> None:
-        if not self.files[-1].exists():
+        if not self.root.exists():
             self.create()
 
-    def stat_all(self) -> None:
-        for path in self.files:
-            if os.stat(path).st_size != 4 * KiB:
-                raise RuntimeError(f"{path.name} has size {os.stat(path).st_size}")
+    def verify(self) -> None:
+        for i, path in enumerate(self.files):
+            if path.read_bytes() != self.content(i):
+                raise RuntimeError(f"{path.relative_to(self.root)} differs from what was written")
 
-    def walk(self) -> None:
-        found = sum(len(files) for _, _, files in os.walk(self.root))
-        if found != len(self.files):
-            raise RuntimeError(f"os.walk found {found} files, expected {len(self.files)}")
+    def walk(self) -> int:
+        """listdir every directory, lstat every entry (os.walk-like); returns the op count."""
+        ops = files = 0
+        stack = [str(self.root)]
+        while stack:
+            d = stack.pop()
+            names = os.listdir(d)
+            ops += 1
+            for name in names:
+                path = os.path.join(d, name)
+                st = os.lstat(path)
+                ops += 1
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(path)
+                elif st.st_size == 4 * KiB:
+                    files += 1
+                else:
+                    raise RuntimeError(f"{name} has size {st.st_size:,}, not 4 KiB")
+        if files != len(self.files):
+            raise RuntimeError(f"the walk found {files} files, expected {len(self.files)}")
+        return ops
+
+    def gone(self) -> None:
+        if os.path.lexists(self.root):
+            raise RuntimeError(f"{self.root.name} is still there after deleting it")
 
     def delete(self) -> None:
         for path in self.files:
             os.unlink(path)
-        for d in [*self.dirs, *self.tops]:
+        for d in self.dirs:
             os.rmdir(d)
+        os.rmdir(self.root)
 
 
-def make_source_tree(root: Path, n: int) -> int:
-    """The cp -a source: n files of 1 KiB-1 MiB (log-uniform) with nanosecond mtimes."""
-    rng = random.Random(6)
+def make_tree(root: Path, n: int, seed: int, text: bool) -> int:
+    """n files of mixed small sizes (100 B-64 KiB, log-uniform) in nested dirs; total bytes.
+
+    text=True gives source-like lines (what git usually stores), else random bytes; mtimes
+    have nanoseconds so that rsync -a must carry them over exactly.
+    """
+    rng = random.Random(seed)
     total = 0
     for i in range(n):
-        size = int(KiB * 1024 ** rng.random())
-        path = root / f"d{i % 10}" / f"e{i % 7}" / f"f{i:04d}.bin"
+        size = int(100 * 655 ** rng.random())
+        path = root / f"d{i % 10}" / f"e{i % 7}" / f"f{i:04d}.{'txt' if text else 'bin'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(size))
+        if text:
+            words = " ".join(rng.choices(WORDS, k=size // 6 + 1))
+            data = "\n".join(words[j : j + 72] for j in range(0, len(words), 72))[:size] + "\n"
+            path.write_text(data)
+            total += len(data)
+        else:
+            path.write_bytes(rng.randbytes(size))
+            total += size
         mtime = 1_600_000_000_123_456_789 + i * 1_000_000_007
         os.utime(path, ns=(mtime, mtime))
-        total += size
     return total
 
 
-def metadata_cycles(root: Path, n: int) -> None:
+def editor_saves(d: Path, contents: list[bytes]) -> None:
+    """Save d/notes.md once per content: temp file in the same dir, fsync, rename over."""
+    target = d / "notes.md"
+    for i, data in enumerate(contents):
+        tmp = d / f".notes.md.{i:04d}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+
+
+def save_contents(n: int) -> list[bytes]:
+    """n versions of a text file of 2-16 KiB, each different."""
+    rng = random.Random(4)
+    out = []
     for i in range(n):
-        d = os.path.join(root, f"c{i}")
-        a, b = os.path.join(d, "a"), os.path.join(d, "b")
-        os.mkdir(d)
-        os.close(os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        os.rename(a, b)
-        os.unlink(b)
-        os.rmdir(d)
+        words = " ".join(rng.choices(WORDS, k=rng.randrange(300, 2700)))
+        out.append(f"version {i}\n{words}\n".encode())
+    return out
+
+
+def daemon_peak(pid: int) -> int:
+    """The process's peak RSS (VmHWM) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * KiB
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def reset_peak(pid: int) -> None:
+    """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5\n")
 
 
 # --- targets ---------------------------------------------------------------------------------
 
 
-class Native:
+class NativeTarget:
     """A plain directory on the same disk as the motionfs store."""
 
     name = "native"
@@ -351,23 +561,8 @@ class Native:
     def settle(self) -> None:
         pass
 
-    def pending(self) -> int | None:
-        return None
-
     def cold(self) -> None:
-        if os.geteuid() != 0:
-            raise NotMeasured("not measured (drop_caches needs root)")
-        os.sync()
-        try:
-            Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        except OSError as e:
-            raise NotMeasured(f"not measured (drop_caches: {e.strerror})") from e
-
-    def flush(self) -> None:
-        os.sync()
-
-    def after_flush(self) -> None:
-        pass
+        drop_caches()
 
     def log_mark(self) -> int:
         return 0
@@ -376,22 +571,29 @@ class Native:
         return ""
 
 
-class Motionfs:
-    """A fresh motionfs mount of a temporary store, driven through its command line."""
+class MotionfsTarget:
+    """A fresh motionfs mount, driven through its command line.
+
+    The store backend is only in mount_args (the `motionfs mount` options that choose it)
+    and state (the local directory that holds the daemon's index, cache and log): another
+    backend is another pair of those.
+    """
 
     name = "motionfs"
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, state: Path, mount_args: list[str]) -> None:
         self.exe = str(Path(sys.executable).parent / "motionfs")
         self.mountpoint = base / "mnt"
-        self.store = base / "store"
+        self.store = state
+        self.mount_args = mount_args
         self.root = self.mountpoint / "projects" / "bench"
         self.log = self.store / "motionfs.log"
-        self.pids: set[int] = set()
+        self.pid: int | None = None  # the running daemon's
+        self.pids: set[int] = set()  # every daemon started, for the clean-up
         self.mountpoint.mkdir()
 
     def mount(self) -> None:
-        cmd = [self.exe, "mount", str(self.mountpoint), "--store", str(self.store)]
+        cmd = [self.exe, "mount", str(self.mountpoint), *self.mount_args]
         # Own session, and waited for even on Ctrl-C: a daemon half-way through starting
         # would otherwise mount after the clean-up has looked.
         client = subprocess.Popen(
@@ -404,13 +606,14 @@ class Motionfs:
             raise
         if client.returncode != 0:
             raise RuntimeError(f"motionfs mount exited {client.returncode}: {err.strip()}")
+        self.pid = None
         for record in json.loads(run([self.exe, "status", "--json"])):
             if record["mountpoint"] == str(self.mountpoint):
-                self.pids.add(int(record["pid"]))
+                self.pid = int(record["pid"])
+                self.pids.add(self.pid)
+        if self.pid is None:
+            raise RuntimeError("motionfs status --json does not list the new mount")
         self.root.mkdir(exist_ok=True)
-
-    def umount(self) -> None:
-        run([self.exe, "umount", str(self.mountpoint)], timeout=900)
 
     def alive(self) -> bool:
         return is_mounted(self.mountpoint) and (self.mountpoint / "projects").is_dir()
@@ -419,7 +622,7 @@ class Motionfs:
         self.close()
         self.mount()
 
-    def pending(self) -> int | None:
+    def pending(self) -> int:
         from motionfs.index import Index  # the same read-only view `motionfs status` uses
 
         index = Index.open_readonly(self.store / "index.sqlite")
@@ -441,15 +644,7 @@ class Motionfs:
             time.sleep(0.05)
 
     def cold(self) -> None:
-        self.umount()
-        self.mount()
-
-    def flush(self) -> None:
-        self.umount()
-
-    def after_flush(self) -> None:
-        if not is_mounted(self.mountpoint):
-            self.mount()
+        drop_caches()
 
     def log_mark(self) -> int:
         try:
@@ -484,6 +679,19 @@ class Motionfs:
         for pid in self.pids:
             stop_process(pid)
         self.pids.clear()
+        self.pid = None
+
+
+def local_store(base: Path) -> MotionfsTarget:
+    """The local store: a directory next to the native one (same disk)."""
+    store = base / "store"
+    return MotionfsTarget(base, state=store, mount_args=["--store", str(store)])
+
+
+STORES: dict[str, Callable[[Path], MotionfsTarget] | None] = {
+    "local": local_store,
+    "s3": None,  # being built elsewhere; its mount arguments go here
+}
 
 
 def stop_process(pid: int) -> None:
@@ -499,7 +707,7 @@ def stop_process(pid: int) -> None:
             return
 
 
-Target = Native | Motionfs
+Target = NativeTarget | MotionfsTarget
 
 
 # --- the bench -------------------------------------------------------------------------------
@@ -512,7 +720,7 @@ class Bench:
         self.targets = targets
         self.rows: dict[str, Row] = {}
         self.problems: list[str] = []
-        self.source = base / "source"  # the cp -a source tree, on the native disk
+        self.source = base / "source"  # the rsync source tree, on the native disk
         self.source_bytes = 0
         self.measures: list[Measure] = []  # the checkpoint table
         self.measure_notes: list[str] = []  # printed below it
@@ -535,32 +743,38 @@ class Bench:
         label: str,
         fn: Callable[[], Any],
         *,
-        amount: float | None = None,
+        amount: float | Callable[[Any], float] | None = None,
         unit: str | None = None,
+        goal: Goal | None = None,
         repeat: bool = True,
         prepare: Callable[[], Any] | None = None,
         check: Callable[[Any], None] | None = None,
-        settle: bool = True,
+        figure: Callable[[Any], float] | None = None,
     ) -> Outcome:
-        """Time fn on target (prepare and settling untimed); record and return the outcome."""
-        row = self.rows.setdefault(key, Row(key, label, unit, amount))
+        """Time fn on target; settling, prepare and check are untimed. Records the outcome.
+
+        amount is the work per run (or computed from fn's result), for the rate; check sees
+        the last run's result; figure takes a non-time measurement from it.
+        """
+        row = self.rows.setdefault(key, Row(key, label, unit, goal))
         out = row.outcomes[target.name] = Outcome()
         mark = target.log_mark()
         try:
             result = None
             while len(out.runs) < REPEATS:
+                self.settle(target)
                 if prepare is not None:
                     prepare()
-                if settle:
-                    self.settle(target)
-                else:
-                    target.ensure_alive()
+                    self.settle(target)  # what prepare left for the store, e.g. deletes
                 start = time.perf_counter()
                 result = fn()
                 out.runs.append(time.perf_counter() - start)
                 if not repeat or out.runs[0] >= FAST_SECONDS:
                     break
             out.seconds = statistics.median(out.runs)
+            out.amount = amount(result) if callable(amount) else amount
+            if figure is not None:
+                out.figure = figure(result)
             if check is not None:
                 check(result)
         except NotMeasured as e:
@@ -572,8 +786,11 @@ class Bench:
         progress(f"  {target.name:<8} {key:<3} {label:<52} {shown:>9}  {out.error or ''}")
         return out
 
-    def skip(self, target: Target, key: str, label: str, why: str) -> None:
-        self.rows.setdefault(key, Row(key, label)).outcomes[target.name] = Outcome(error=why)
+    def skip(
+        self, target: Target, key: str, label: str, why: str, goal: Goal | None = None
+    ) -> None:
+        row = self.rows.setdefault(key, Row(key, label, goal=goal))
+        row.outcomes[target.name] = Outcome(error=why)
 
     def run(self, workload: Callable[[Bench, Target], None], target: Target) -> None:
         if not target.alive():
@@ -590,157 +807,230 @@ class Bench:
 # --- workloads -------------------------------------------------------------------------------
 
 
-def sequential_io(b: Bench, t: Target) -> None:
-    """1: write one big file in 1 MiB writes; 2: read it back warm and cold."""
-    mib = b.sizes.big_mib
+def sequential(b: Bench, t: Target) -> None:
+    """1: write a big file and fsync it; 2: read it back cold; 3: random preads, cold."""
+    mib, pmib = b.sizes.seq_mib, b.sizes.pread_mib
     d = t.root / "seq"
     d.mkdir(exist_ok=True)
-    big, synced = d / "big.bin", d / "big-fsync.bin"
+    big, preads = d / "big.bin", d / "preads.bin"
     b.step(
         t,
-        "1a",
-        f"seq write {mib} MiB in 1 MiB writes, to close",
-        lambda: write_big(big, mib, fsync=False),
+        "1",
+        f"seq write {fmt_mib(mib)} (1 MiB writes) + fsync",
+        lambda: write_big(big, mib),
+        check=lambda _: read_verify(big, mib),  # also when step 2 cannot drop the caches
         amount=mib,
         unit="MiB/s",
+        goal=SHARE_75,
     )
     b.step(
         t,
-        "1b",
-        f"seq write {mib} MiB in 1 MiB writes, to fsync",
-        lambda: write_big(synced, mib, fsync=True),
-        amount=mib,
-        unit="MiB/s",
-    )
-    with contextlib.suppress(OSError, RuntimeError):
-        read_big(big, mib)  # warm the page cache
-    b.step(
-        t,
-        "2a",
-        f"seq read {mib} MiB, warm (page cache)",
-        lambda: read_big(big, mib),
-        amount=mib,
-        unit="MiB/s",
-    )
-    b.step(
-        t,
-        "2b",
-        f"seq read {mib} MiB, cold / reopen after remount",
-        lambda: read_big(big, mib),
+        "2",
+        f"seq read {fmt_mib(mib)}, caches dropped",
+        lambda: read_verify(big, mib),
         prepare=t.cold,
-        check=lambda _: verify_big(big, mib),
         amount=mib,
         unit="MiB/s",
+        goal=SHARE_75,
+    )
+    big.unlink(missing_ok=True)
+    seconds = b.sizes.pread_seconds
+
+    def prepare_preads() -> None:
+        write_big(preads, pmib)
+        b.settle(t)
+        t.cold()
+
+    b.step(
+        t,
+        "3",
+        f"4 KiB random preads, {fmt_mib(pmib)} file, {seconds:g} s, cold",
+        lambda: random_preads(preads, pmib, seconds),
+        prepare=prepare_preads,
+        check=lambda _: read_verify(preads, pmib),  # the pages the preads did not reach
+        amount=lambda ops: float(ops),
+        unit="ops/s",
+        repeat=False,
     )
     shutil.rmtree(d, ignore_errors=True)
 
 
-def small_files(b: Bench, t: Target) -> None:
-    """3: create, stat, readdir, delete small files; 7: flush after creating; 5: git on them."""
-    n = b.sizes.small_files
-    tree = SmallTree(t.root / "tree", n)
-    label = f"create {n:,} files of 4 KiB in {len(tree.dirs) + len(tree.tops)} nested dirs"
+def small_tree(b: Bench, t: Target) -> None:
+    """4: create a tree of small files; 5: walk it cold; 9: delete it."""
+    n, dirs = b.sizes.tree_files, b.sizes.tree_dirs
+    tree = SmallTree(t.root / "tree", n, dirs)
+
+    def cold_tree() -> None:
+        tree.ensure()
+        t.cold()
+
     b.step(
         t,
-        "3a",
-        label,
+        "4",
+        f"create {n:,} files of 4 KiB in {dirs} dirs",
         tree.create,
         prepare=lambda: shutil.rmtree(tree.root, ignore_errors=True),
+        check=lambda _: tree.verify(),
         amount=n,
         unit="files/s",
+        goal=Goal("rate", 1500, ">= 1,500 files/s"),
     )
-
-    pending = t.pending()
-    flushed = b.step(
-        t,
-        "7",
-        "flush after 3a (motionfs: umount; native: sync)",
-        t.flush,
-        repeat=False,
-        settle=False,
-    )
-    if pending is not None and flushed.error is None:
-        flushed.note = f"{pending:,} store ops were pending"
-    t.after_flush()
-
-    b.step(t, "3b", f"stat {n:,} files", tree.stat_all, amount=n, unit="files/s")
-    b.step(t, "3c", f"readdir all (os.walk, {n:,} files)", tree.walk, amount=n, unit="files/s")
-
-    if shutil.which("git"):
-        b.step(
-            t,
-            "5a",
-            f"git init + add -A + commit ({n:,} files)",
-            lambda: git_commit(tree.root),
-            prepare=lambda: shutil.rmtree(tree.root / ".git", ignore_errors=True),
-        )
-        b.step(
-            t,
-            "5b",
-            "git status (after 5a)",
-            lambda: git(tree.root, "status", "--porcelain"),
-            check=expect_no_output("git status"),
-        )
-    else:
-        b.skip(t, "5a", "git init + add -A + commit", "skipped: git not installed")
-        b.skip(t, "5b", "git status", "skipped: git not installed")
-
     b.step(
         t,
-        "3d",
-        f"delete {n:,} files and their dirs",
+        "5",
+        f"listdir + lstat the {n:,}-file tree, cold",
+        tree.walk,
+        prepare=cold_tree,
+        amount=lambda ops: float(ops),
+        unit="ops/s",
+        goal=Goal("rate", 15000, ">= 15,000 ops/s"),
+    )
+    b.step(
+        t,
+        "9",
+        f"delete the {n:,}-file tree",
         tree.delete,
         prepare=tree.ensure,
+        check=lambda _: tree.gone(),
         amount=n,
         unit="files/s",
+        goal=Goal("rate", 2000, ">= 2,000 files/s"),
     )
     shutil.rmtree(tree.root, ignore_errors=True)
 
 
-def metadata(b: Bench, t: Target) -> None:
-    """4: many small namespace operations."""
-    n = b.sizes.meta_cycles
-    d = t.root / "meta"
-    d.mkdir(exist_ok=True)
+def saves(b: Bench, t: Target) -> None:
+    """6: editor saves (vim / VS Code style) of one file."""
+    n = b.sizes.saves
+    d = t.root / "edit"
+    contents = save_contents(n)
+
+    def prepare() -> None:
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        (d / "notes.md").write_bytes(b"first draft\n")
+
+    def check(_: object) -> None:
+        if (d / "notes.md").read_bytes() != contents[-1]:
+            raise RuntimeError("notes.md does not have the last save's content")
+        if os.listdir(d) != ["notes.md"]:
+            raise RuntimeError(f"the folder has {sorted(os.listdir(d))[:3]}..., not only notes.md")
+
     b.step(
         t,
-        "4",
-        f"{n:,} x (mkdir, create, rename, unlink, rmdir)",
-        lambda: metadata_cycles(d, n),
-        amount=5 * n,
-        unit="ops/s",
+        "6",
+        f"{n} editor saves (temp file, fsync, rename over)",
+        lambda: editor_saves(d, contents),
+        prepare=prepare,
+        check=check,
+        amount=n,
+        unit="saves/s",
+        goal=Goal("share", 0.5, ">= 50% of native"),
     )
-    d.rmdir()
+    shutil.rmtree(d, ignore_errors=True)
 
 
-def copy_tree(b: Bench, t: Target) -> None:
-    """6: cp -a a tree of mixed sizes in, then rsync --checksum must find nothing to do."""
-    n = b.sizes.tree_files
-    source, dst = b.source, t.root / "copy"
-    mib = b.source_bytes / MiB
+def rsync_in(b: Bench, t: Target) -> None:
+    """7: rsync -a a tree of mixed small files in; an rsync --checksum dry run checks it."""
+    n = b.sizes.rsync_files
+    label = f"rsync -a {n:,} files ({b.source_bytes / MiB:.0f} MiB) in"
+    goal = Goal("slowdown", 8, "<= 8x native time")
+    if not shutil.which("rsync"):
+        b.skip(t, "7", label, "FAILED: rsync is not installed", goal)
+        return
+    dst = t.root / "rsync"
+    verify = ["rsync", "-a", "--checksum", "--dry-run", "--itemize-changes"]
     b.step(
         t,
-        "6a",
-        f"cp -a {n} files of 1 KiB-1 MiB ({mib:.0f} MiB)",
-        lambda: run(["cp", "-a", str(source), str(dst)]),
+        "7",
+        label,
+        lambda: run(["rsync", "-a", f"{b.source}/", f"{dst}/"]),
         prepare=lambda: shutil.rmtree(dst, ignore_errors=True),
-        amount=mib,
-        unit="MiB/s",
+        check=lambda _: expect_no_output("rsync --checksum --dry-run")(
+            run([*verify, f"{b.source}/", f"{dst}/"])
+        ),
+        amount=n,
+        unit="files/s",
+        goal=goal,
     )
-    rsync = ["rsync", "-a", "--checksum", "--dry-run", "--itemize-changes", f"{source}/", f"{dst}/"]
-    if shutil.which("rsync"):
-        b.step(
-            t,
-            "6b",
-            "rsync -a --checksum dry run (after 6a)",
-            lambda: run(rsync),
-            check=expect_no_output("rsync"),
-            amount=mib,
-            unit="MiB/s",
-        )
-    else:
-        b.skip(t, "6b", "rsync -a --checksum dry run", "skipped: rsync not installed")
     shutil.rmtree(dst, ignore_errors=True)
+
+
+def git_commit(b: Bench, t: Target) -> None:
+    """8: git add -A && git commit of a tree of source-like files (git init untimed)."""
+    n = b.sizes.git_files
+    label = f"git add -A && git commit, {n:,} files"
+    goal = Goal("slowdown", 8, "<= 8x native time")
+    if not shutil.which("git"):
+        b.skip(t, "8", label, "FAILED: git is not installed", goal)
+        return
+    repo = t.root / "repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    make_tree(repo, n, seed=8, text=True)
+
+    def prepare() -> None:
+        shutil.rmtree(repo / ".git", ignore_errors=True)
+        git(repo, "init", "-q")
+
+    def check(_: object) -> None:
+        listed = len(git(repo, "ls-files").splitlines())
+        if listed != n:
+            raise RuntimeError(f"the commit has {listed} files, not {n}")
+        expect_no_output("git status --porcelain")(git(repo, "status", "--porcelain"))
+        git(repo, "fsck", "--full", "--no-dangling")  # every object's bytes hash right
+
+    b.step(
+        t,
+        "8",
+        label,
+        lambda: (git(repo, "add", "-A"), git(repo, "commit", "-q", "-m", "bench")),
+        prepare=prepare,
+        check=check,
+        amount=n,
+        unit="files/s",
+        goal=goal,
+    )
+    shutil.rmtree(repo, ignore_errors=True)
+
+
+def daemon_rss(b: Bench, t: Target) -> None:
+    """10: the daemon's peak RSS while a big file is written and read back."""
+    mib = b.sizes.rss_mib
+    label = f"daemon peak RSS, {fmt_mib(mib)} written + read back"
+    goal = Goal("below", 300 * MiB, "< 300 MiB")
+    if not isinstance(t, MotionfsTarget):
+        b.skip(t, "10", label, "", goal)
+        return
+    path = t.root / "rss.bin"
+    notes = []
+
+    def write_read() -> int:
+        assert t.pid is not None
+        reset_peak(t.pid)
+        written, read = hashlib.sha256(), hashlib.sha256()
+        write_big(path, mib, written.update)
+        b.settle(t)
+        try:
+            drop_caches()  # so that the read goes through the daemon
+        except NotMeasured as e:
+            notes.append(f"read back warm, {e}")
+        for block in read_blocks(path, mib):
+            read.update(block)
+        if read.digest() != written.digest():
+            raise RuntimeError(f"{path.name}: the bytes read back differ from those written")
+        return daemon_peak(t.pid)
+
+    out = b.step(
+        t,
+        "10",
+        label,
+        write_read,
+        figure=lambda peak: float(peak),
+        goal=goal,
+        repeat=False,
+    )
+    out.note = "; ".join(notes) or None
+    path.unlink(missing_ok=True)
 
 
 def du_bytes(root: Path) -> int:
@@ -785,7 +1075,7 @@ def store_files(data: Path) -> tuple[dict[str, tuple[int, int, int]], dict[str, 
 
 def checkpoints(b: Bench, t: Target) -> None:
     """Checkpoint a project, change one file, checkpoint again, restore the first one."""
-    if not isinstance(t, Motionfs):
+    if not isinstance(t, MotionfsTarget):
         return
     n = b.sizes.ckpt_files
     project = t.mountpoint / "projects" / CKPT_PROJECT
@@ -952,33 +1242,58 @@ def checkpoints(b: Bench, t: Target) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 
+def sorted_rows(rows: dict[str, Row]) -> list[Row]:
+    return sorted(rows.values(), key=lambda r: int(r.key))
+
+
 def table(rows: dict[str, Row]) -> list[str]:
-    header = ["workload", "native", "motionfs", "ratio", "native rate", "motionfs rate", "runs"]
+    header = [
+        "workload",
+        "native",
+        "motionfs",
+        "ratio",
+        "native rate",
+        "motionfs rate",
+        "target",
+        "result",
+        "runs",
+    ]
     body = []
-    for row in sorted(rows.values(), key=lambda r: r.key):
+    for row in sorted_rows(rows):
         nat, mfs = row.outcomes.get("native"), row.outcomes.get("motionfs")
         notes = [
             f"{name}: {o.error or o.note}"
             for name, o in (("native", nat), ("motionfs", mfs))
             if o is not None and (o.error or o.note)
         ]
+        _, achieved, verdict = row.goal.judge(row) if row.goal else (None, "", "")
+        if any(o.failed for o in row.outcomes.values()):
+            verdict = "FAILED"
         body.append(
             [
-                f"{row.key:<3}{row.label}",
+                f"{row.key:>2} {row.label}",
                 time_cell(nat),
                 time_cell(mfs),
                 ratio(nat, mfs),
                 rate_cell(row, nat),
                 rate_cell(row, mfs),
-                "/".join(str(len(o.runs)) if o else "-" for o in (nat, mfs)),
+                f"{row.goal.text}: {achieved or '-'}" if row.goal else "",
+                verdict,
+                "/".join(str(len(o.runs)) if o and o.runs else "-" for o in (nat, mfs)),
                 "; ".join(notes),
             ]
         )
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = []
     for r in [header, *body]:
-        numbers = zip(r[1 : len(header)], widths[1:], strict=True)
-        cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in numbers), *r[len(header) :]]
+        cells = [
+            r[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(r[1:6], widths[1:6], strict=True)),
+            r[6].ljust(widths[6]),
+            r[7].ljust(widths[7]),
+            r[8].rjust(widths[8]),
+            *r[len(header) :],
+        ]
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "-" * len(lines[0]))
     return lines
@@ -988,28 +1303,34 @@ def time_cell(o: Outcome | None) -> str:
     if o is None:
         return "-"
     if o.seconds is None:
-        return "FAILED" if o.error and o.error.startswith("FAILED") else "n/a"
+        return "FAILED" if o.failed else "n/a"
     return fmt_time(o.seconds) + (" !" if o.error else "")
 
 
 def ratio(nat: Outcome | None, mfs: Outcome | None) -> str:
-    if not (nat and mfs and nat.seconds and mfs.seconds is not None):
+    """How many times longer motionfs takes for the same work."""
+    if not (nat and mfs) or nat.failed or mfs.failed:
         return "-"
-    r = mfs.seconds / nat.seconds
+    if nat.rate and mfs.rate:
+        r = nat.rate / mfs.rate
+    elif nat.seconds and mfs.seconds is not None:
+        r = mfs.seconds / nat.seconds
+    else:
+        return "-"
     return f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
 
 
 def rate_cell(row: Row, o: Outcome | None) -> str:
-    if not (o and o.seconds and row.amount and row.unit):
+    if o is None or o.rate is None or not row.unit:
         return "-"
-    return f"{fmt_number(row.amount / o.seconds)} {row.unit}"
+    return f"{fmt_number(o.rate)} {row.unit}"
 
 
 def failures(rows: dict[str, Row]) -> list[str]:
     out = []
-    for row in sorted(rows.values(), key=lambda r: r.key):
+    for row in sorted_rows(rows):
         for name, o in row.outcomes.items():
-            if o.error and o.error.startswith("FAILED"):
+            if o.failed:
                 out.append(f"{row.key} {row.label} [{name}] {o.error}")
                 if o.log:
                     out.append("  motionfs.log since the step started:")
@@ -1029,6 +1350,18 @@ def measure_table(measures: list[Measure]) -> list[str]:
     return lines
 
 
+def row_json(row: Row) -> dict[str, Any]:
+    achieved, shown, verdict = row.goal.judge(row) if row.goal else (None, "", "")
+    out = asdict(row)
+    for name, o in row.outcomes.items():
+        out["outcomes"][name]["rate"] = o.rate
+    out["ratio"] = ratio(row.outcomes.get("native"), row.outcomes.get("motionfs"))
+    out["achieved"] = achieved
+    out["achieved_text"] = shown
+    out["verdict"] = verdict
+    return out
+
+
 def commit() -> str:
     try:
         sha = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip()
@@ -1039,13 +1372,26 @@ def commit() -> str:
 
 
 def disk_of(path: Path) -> str:
+    """The device, filesystem and mount point holding path (findmnt -T, else /proc/mounts)."""
+    with contextlib.suppress(OSError, RuntimeError):
+        found = run(["findmnt", "-n", "-o", "SOURCE,FSTYPE,TARGET", "-T", str(path)]).split()
+        if len(found) == 3:
+            return f"{found[0]} ({found[1]}, mounted at {found[2]})"
     best = ("", "?", "?")
     with open("/proc/mounts") as f:
         for line in f:
             dev, point, fstype = line.split()[:3]
             if str(path).startswith(point.rstrip("/") + "/") and len(point) >= len(best[0]):
                 best = (point, dev, fstype)
-    return f"{best[1]} ({best[2]})"
+    return f"{best[1]} ({best[2]}, mounted at {best[0]})"
+
+
+def memory() -> str:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / (1 << 20):.0f} GiB RAM"
+    return "RAM unknown"
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -1060,11 +1406,14 @@ def reexec_in_venv() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Time fixed workloads on a native directory and on a fresh motionfs mount "
-        "(same disk, same run) and print both with the ratio.",
+        description="Time the issue 6 workloads on a native directory and on a fresh motionfs "
+        "mount (same disk, same run); print both with the ratio and each target's PASS/MISS. "
+        "Exits 1 if a step fails or a checkpoint check fails; a missed target is not a failure.",
     )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    p.add_argument("--store", default="local", help="store backend: local (default)")
+    p.add_argument(
+        "--store", choices=sorted(STORES), default="local", help="store backend (default: local)"
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
@@ -1082,8 +1431,9 @@ def interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     reexec_in_venv()
     args = parse_args()
-    if args.store != "local":
-        print(f"bench: --store {args.store}: not implemented yet", file=sys.stderr)
+    make_target = STORES[args.store]
+    if make_target is None:
+        print(f"bench: --store {args.store} is not available yet (only local)", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else FULL
     command = shlex.join(["scripts/bench", *sys.argv[1:]])
@@ -1092,16 +1442,31 @@ def main() -> int:
             signal.signal(sig, interrupt)
 
     base = Path(tempfile.mkdtemp(prefix="motionfs-bench-")).resolve()
-    mfs = Motionfs(base)
-    bench = Bench(base, sizes, [Native(base), mfs])
+    mfs = make_target(base)
+    bench = Bench(base, sizes, [NativeTarget(base), mfs])
+    rev = commit()
+    header = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "command": command,
+        "commit": rev,
+        "machine": f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs, "
+        f"{memory()}, Python {platform.python_version()}",
+        "disk": f"{base} on {disk_of(base)}",
+        "store": f"{args.store} ({mfs.store})",
+        "run": "quick" if args.quick else "full",
+    }
+    print(f"motionfs bench, {header['date']}")
+    for key in ("command", "commit", "machine", "disk", "store"):
+        print(f"{key}: {header[key]}")
+    sys.stdout.flush()
+
     started = time.perf_counter()
     interrupted = False
-    progress(f"bench: {'quick' if args.quick else 'full'} run in {base}")
     try:
         mfs.mount()
         if not args.checkpoints:
-            bench.source_bytes = make_source_tree(bench.source, sizes.tree_files)
-            for workload in (sequential_io, small_files, metadata, copy_tree):
+            bench.source_bytes = make_tree(bench.source, sizes.rsync_files, seed=7, text=False)
+            for workload in (sequential, small_tree, saves, rsync_in, git_commit, daemon_rss):
                 for target in bench.targets:
                     bench.run(workload, target)
         bench.run(checkpoints, mfs)
@@ -1124,11 +1489,6 @@ def main() -> int:
         signal.signal(signal.SIGINT, on_interrupt)
     total = time.perf_counter() - started
 
-    rev = commit()
-    host = (
-        f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"native dir and store on {disk_of(base)} under {base.parent}"
-    )
     if bench.rows:
         print()
         print("\n".join(table(bench.rows)))
@@ -1147,36 +1507,38 @@ def main() -> int:
         print()
         for line in bench.problems:
             print(line)
+
+    failed = [
+        f"{r.key} [{name}]"
+        for r in bench.rows.values()
+        for name, o in r.outcomes.items()
+        if o.failed
+    ]
+    ckpt_failed = [m.label for m in bench.measures if m.verdict == "FAIL"]
+    verdicts = [r.goal.judge(r)[2] for r in bench.rows.values() if r.goal]
     print()
-    print(f"command: {command}")
-    print(f"motionfs commit: {rev}")
-    print(f"host: {host}")
+    print(
+        f"targets: {verdicts.count('PASS')} PASS, {verdicts.count('MISS')} MISS (not failures); "
+        f"failed steps: {len(failed)}; failed checkpoint checks: {len(ckpt_failed)}"
+    )
     print(f"total wall time: {total:.0f} s" + (" (interrupted)" if interrupted else ""))
     if args.keep:
         print(f"kept: {base}")
 
+    status = 130 if interrupted else 1 if failed or ckpt_failed or bench.problems else 0
     if args.json:
         report = {
-            "command": command,
-            "commit": rev,
-            "host": host,
+            **header,
             "sizes": asdict(sizes),
             "interrupted": interrupted,
             "total_seconds": total,
-            "rows": [asdict(r) for r in sorted(bench.rows.values(), key=lambda r: r.key)],
+            "rows": [row_json(r) for r in sorted_rows(bench.rows)],
             "checkpoints": [asdict(m) for m in bench.measures],
             "problems": bench.problems,
+            "exit_status": status,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if interrupted:
-        return 130
-    failed = any(
-        o.error and o.error.startswith("FAILED")
-        for r in bench.rows.values()
-        for o in r.outcomes.values()
-    )
-    missed = any(m.verdict == "FAIL" for m in bench.measures)
-    return 1 if failed or missed or bench.problems else 0
+    return status
 
 
 if __name__ == "__main__":
