@@ -11,8 +11,11 @@ All access goes through this class so another engine can replace SQLite.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from .storage import NamespaceRecord
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -183,6 +188,38 @@ def _inode(row: sqlite3.Row | tuple[object, ...]) -> Inode:
     return Inode.model_construct(**dict(zip(names, row, strict=True)))
 
 
+class WalCheckpointer:
+    """Copies the index's WAL into the database in the background, so that the
+    WAL stays small without a request ever paying for a checkpoint."""
+
+    INTERVAL = 0.25
+    THRESHOLD = 1 << 20  # bytes of WAL worth a checkpoint
+
+    def __init__(self, path: Path) -> None:
+        self.wal = path.with_name(path.name + "-wal")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path,), name="index-checkpointer", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=1)
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                try:
+                    if self.wal.stat().st_size >= self.THRESHOLD:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except (OSError, sqlite3.Error) as e:
+                    log.debug("index checkpoint skipped: %s", e)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # Inodes kept in memory (a hot-path lookup costs a dict hit instead of a query).
 INODE_CACHE_MAX = 200_000
 
@@ -194,14 +231,22 @@ class Index:
         self._inodes: dict[int, Inode] = {}
         self._parents: dict[int, list[tuple[int, bytes]]] = {}
         self._touched: set[str] = set()  # namespaces given journal entries lately
+        self.dir_moves = 0  # counts directories unlinked or moved (path caches check it)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        # Small pages: a commit appends every page it touched to the WAL, and
+        # our rows are small (applies to new indexes only).
+        self.db.execute("PRAGMA page_size=1024")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL into the database, with fsyncs) run in a
+        # thread of their own, never inside a file system request's commit.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
         with self.transaction():
             if self.get_meta("schema_version") is None:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
 
     @classmethod
     def open_readonly(cls, path: Path) -> Index:
@@ -212,6 +257,8 @@ class Index:
         self._inodes = {}
         self._parents = {}
         self._touched = set()
+        self.dir_moves = 0
+        self._checkpointer = None
         self.db = sqlite3.connect(
             f"file:{path}?mode=ro",
             uri=True,
@@ -222,6 +269,10 @@ class Index:
         return self
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
 
     @contextmanager
@@ -242,6 +293,7 @@ class Index:
             self.db.execute("ROLLBACK")
             self._inodes.clear()  # they may hold rolled-back changes
             self._parents.clear()
+            self.dir_moves += 1
             raise
         else:
             self.db.execute("COMMIT")
@@ -375,6 +427,9 @@ class Index:
             "DELETE FROM entries WHERE parent=? AND name=? RETURNING ino", (parent, name)
         ).fetchall():
             self._parents.pop(ino, None)
+            node = self._inodes.get(ino)
+            if node is None or node.is_dir:
+                self.dir_moves += 1
 
     def _links(
         self, where: str, params: tuple[object, ...], order: str = ""

@@ -29,7 +29,14 @@ from .errors import FsError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
 from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
-from .storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage, file_sha256, store_path
+from .storage import (
+    BLOB_DATA_PATH,
+    MOTION_METADATA_PATH,
+    Storage,
+    file_sha256,
+    store_name,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,27 @@ class TreeConfig:
     io_timeout: float = 30.0
 
 
+class FileLock:
+    """A mutex that costs nothing when nobody else holds it.
+
+    trio.Lock yields to the scheduler on every acquire; an open file's lock is
+    taken on every first write and every close, almost always uncontended.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    async def __aenter__(self) -> None:
+        while self._held:
+            await self._waiting.park()
+        self._held = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._held = False
+        self._waiting.unpark()
+
+
 @dataclass
 class OpenFile:
     """Per-inode state while handles are open (or a truncate is in progress)."""
@@ -85,7 +113,7 @@ class OpenFile:
     fd: int | None = None  # on cache generation fd_gen
     fd_gen: int = 0
     work: bool = False  # fd_gen is an unsealed work generation
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    lock: FileLock = field(default_factory=FileLock)
 
 
 @dataclass
@@ -133,6 +161,8 @@ class Tree:
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._fetch_locks: dict[int, trio.Lock] = {}
+        self._dir_paths: dict[int, str] = {}
+        self._dir_paths_at = 0
         # Set by the FUSE layer: tell the kernel that cached data or names changed.
         self.notify_inode: Callable[[int], None] = lambda ino: None
         self.notify_entry: Callable[[int, bytes], None] = lambda parent, name: None
@@ -262,7 +292,20 @@ class Tree:
         return inode.role == Role.NODE.value and inode.area == Area.PROJECTS.value
 
     def _store_path(self, parent: int, name: bytes) -> str:
-        return store_path([*self._names_from_project(parent), name])
+        prefix = self._dir_store_path(parent)
+        return prefix + "/" + store_name(name, at_root=not prefix)
+
+    def _dir_store_path(self, ino: int) -> str:
+        """A directory's store path ("" for the project itself), remembered until
+        some directory moves or goes away."""
+        if self._dir_paths_at != self.index.dir_moves:
+            self._dir_paths.clear()
+            self._dir_paths_at = self.index.dir_moves
+        path = self._dir_paths.get(ino)
+        if path is None:
+            names = self._names_from_project(ino)
+            path = self._dir_paths[ino] = store_path(names) if names else ""
+        return path
 
     def _store_paths(self, inode: Inode) -> list[str]:
         """Where the store keeps a file's bytes: each hard link's path, or the blob."""
