@@ -15,6 +15,7 @@ import gzip
 import itertools
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -39,7 +40,8 @@ QUIET = 0.25
 MAX_DELAY = 0.5  # never wait longer than this for a pause...
 WORK_SLICE = 0.5  # ...and then work at least this long before waiting again
 BACKLOG = 2000
-BATCH = 64  # entries applied per trip to a worker thread (local disk), one transaction
+BATCH = 64  # entries applied and recorded at once on a local disk
+INLINE_SLICE = 0.002  # seconds of local store work before the FUSE loop gets a turn
 
 
 class Op(StrEnum):
@@ -162,20 +164,30 @@ class Journal:
         await self._apply_on_host(direct, run)
 
     async def _apply_on_host(self, host: HostTree, entries: list[JournalEntry]) -> None:
-        """Apply entries in order in one worker thread; record them in one transaction."""
-        sources = [self._open_source(e) if Op(e.op) is Op.PUT else None for e in entries]
+        """Apply entries in order and record them in one transaction.
 
-        def work() -> tuple[list[bool], Exception | None]:
-            results: list[bool] = []
+        Links, renames and unlinks take microseconds: they run right here, a
+        slice at a time. A Python worker thread would cost more than the work,
+        since every system call the FUSE loop makes meanwhile waits for the GIL
+        to come back. Durable uploads (fsync) wait for the disk in a thread.
+        """
+        sources = [self._open_source(e) if Op(e.op) is Op.PUT else None for e in entries]
+        results: list[bool] = []
+        error: Exception | None = None
+        try:
+            deadline = time.perf_counter() + INLINE_SLICE
             for e, src in zip(entries, sources, strict=True):
                 try:
-                    results.append(_host_apply(host, e, src))
+                    if e.durable:
+                        durable = functools.partial(_host_apply, host, e, src)
+                        results.append(await trio.to_thread.run_sync(durable))
+                    elif time.perf_counter() < deadline:
+                        results.append(_host_apply(host, e, src))
+                    else:
+                        break  # the rest after the FUSE loop had its turn
                 except Exception as exc:
-                    return results, exc
-            return results, None
-
-        try:
-            results, error = await trio.to_thread.run_sync(work)
+                    error = exc
+                    break
         finally:
             for src in sources:
                 if src is not None:
@@ -183,8 +195,8 @@ class Journal:
         done = entries[: len(results)]
         stored = []
         with self.index.transaction():
-            for e, src, put in zip(done, sources, results, strict=False):
-                if put and src is not None and self._record_put(e, src[1], None):
+            for e, src, stored_content in zip(done, sources, results, strict=False):
+                if stored_content and src is not None and self._record_put(e, src[1], None):
                     stored.append(e.ino)
             self._finished(done)
         for ino in stored:
@@ -192,6 +204,8 @@ class Journal:
             self.on_stored(ino)
         if error is not None:
             await self._failed(entries[len(results)], error)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _finished(self, entries: list[JournalEntry]) -> None:
         if not entries:
