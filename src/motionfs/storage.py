@@ -437,20 +437,27 @@ class HostTree:
         try:
             try:
                 os.link(f"/proc/self/fd/{source.fileno()}", tmp, follow_symlinks=True)
+                content = source.fileno()
             except OSError:  # another disk, or a cache file deleted since: copy
                 with open(tmp, "wb") as out:
                     source.seek(0)
                     shutil.copyfileobj(source, out, CHUNK)
-                    if durable:
-                        os.fsync(out.fileno())
-            else:
-                if durable:
-                    os.fsync(source.fileno())
+                content = -1
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         if durable:
+            # Rename first, then flush: on journaling filesystems the file's
+            # flush commits the rename too, and the directory's costs little.
+            if content < 0:
+                fd = os.open(dest, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                os.fsync(content)
             _fsync_dir(dest.parent)
 
     def get(self, path: str, dest: Path) -> bool:
