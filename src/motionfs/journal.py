@@ -171,20 +171,22 @@ class Journal:
         since every system call the FUSE loop makes meanwhile waits for the GIL
         to come back. Durable uploads (fsync) wait for the disk in a thread.
         """
-        sources = [self._open_source(e) if Op(e.op) is Op.PUT else None for e in entries]
+        sources: list[tuple[BinaryIO, int] | None] = []
         results: list[bool] = []
         error: Exception | None = None
         try:
             deadline = time.perf_counter() + INLINE_SLICE
-            for e, src in zip(entries, sources, strict=True):
+            for e in entries:
+                if not e.durable and time.perf_counter() >= deadline:
+                    break  # the rest after the FUSE loop had its turn
+                src = self._open_source(e) if Op(e.op) is Op.PUT else None
+                sources.append(src)
                 try:
                     if e.durable:
                         durable = functools.partial(_host_apply, host, e, src)
                         results.append(await trio.to_thread.run_sync(durable))
-                    elif time.perf_counter() < deadline:
-                        results.append(_host_apply(host, e, src))
                     else:
-                        break  # the rest after the FUSE loop had its turn
+                        results.append(_host_apply(host, e, src))
                 except Exception as exc:
                     error = exc
                     break

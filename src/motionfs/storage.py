@@ -436,9 +436,14 @@ class HostTree:
         tmp = dest.with_name(f".tmp_{secrets.token_hex(4)}_{dest.name}")
         try:
             try:
-                os.link(f"/proc/self/fd/{source.fileno()}", tmp, follow_symlinks=True)
+                # By name: the open file pins the content; if the name is gone (a
+                # newer generation superseded it) or on another disk, copy. Empty
+                # files are made anew (the cache's one empty file is shared).
+                if os.fstat(source.fileno()).st_size == 0:
+                    raise OSError("empty")
+                os.link(source.name, tmp)
                 content = source.fileno()
-            except OSError:  # another disk, or a cache file deleted since: copy
+            except (OSError, TypeError):
                 with open(tmp, "wb") as out:
                     source.seek(0)
                     shutil.copyfileobj(source, out, CHUNK)
