@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_store_that_vanished_gives_eio_not_enoent(drive: Drive) -> None:
         (project / "f").read_bytes()
     assert e.value.errno == errno.EIO
     assert "missing from the store" in drive.log or "cannot open namespace" in drive.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the mount's sysfs read-ahead is root's to set")
+def test_the_mount_reads_ahead_a_whole_request(drive: Drive) -> None:
+    """Cold sequential reads come in 1 MiB requests, not the kernel's 128 KiB default."""
+    from motionfs.daemon import READ_AHEAD_KB
+
+    dev = os.stat(drive.path).st_dev
+    setting = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    for _ in range(100):  # set by the daemon right after the kernel's INIT
+        if int(setting.read_text()) == READ_AHEAD_KB:
+            break
+        time.sleep(0.05)
+    assert int(setting.read_text()) == READ_AHEAD_KB

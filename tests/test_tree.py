@@ -276,3 +276,71 @@ def test_xattrs_limits(h: Harness) -> None:
         assert e.value.errno == errno.ENODATA
 
     h.run(body)
+
+
+def test_local_upload_shares_the_sealed_file_and_never_rewrites_it(h: Harness) -> None:
+    """The local store gets the sealed cache file by hard link; a rewrite of the
+    file seals a new generation and replaces the store's file by rename, so the
+    bytes the store held before (and anyone reading them) never change."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"version one")
+        await tree.journal.drain_all()
+        host = tree.storage.direct(ns_of(tree, p))
+        assert host is not None
+        stored = host.host("/f")
+        gen = tree.stat(ino).content_gen
+        assert os.path.samefile(stored, tree.cache.path(ino, gen))
+        with open(stored, "rb") as before:
+            fh = await tree.open(ino, os.O_RDWR)
+            await tree.write(fh, 0, b"VERSION")
+            await tree.release(fh)
+            assert before.read() == b"version one"  # not yet uploaded, never in place
+            await tree.journal.drain_all()
+            before.seek(0)
+            assert before.read() == b"version one"
+        assert stored.read_bytes() == b"VERSION one"
+        assert not [n for n in os.listdir(stored.parent) if n.startswith(".tmp_")]
+
+    h.run(body)
+
+
+def test_content_hashes_are_computed_on_first_need(h: Harness) -> None:
+    """The local upload path does not hash; the first reader of the hash computes
+    it from the content, and a new seal forgets it."""
+    import hashlib
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"hash me")
+        await tree.journal.drain_all()
+        node = tree.stat(ino)
+        assert node.stored_gen == node.content_gen and node.sha256 is None
+        hashed = await tree.ensure_sha256(node)
+        assert hashed.sha256 == hashlib.sha256(b"hash me").hexdigest()
+        assert tree.stat(ino).sha256 == hashed.sha256
+        fh = await tree.open(ino, os.O_WRONLY | os.O_TRUNC)
+        await tree.write(fh, 0, b"other")
+        await tree.release(fh)
+        assert tree.stat(ino).sha256 is None
+        assert (await tree.ensure_sha256(tree.stat(ino))).sha256 == (
+            hashlib.sha256(b"other").hexdigest()
+        )
+
+    h.run(body)
+
+
+def test_deleted_files_leave_nothing_in_the_cache(h: Harness) -> None:
+    """A purged inode's cache files go (without scanning the cache)."""
+
+    async def body(tree: Tree) -> None:
+        p = await project(tree)
+        ino = await write_file(tree, p, b"f", b"bytes")
+        gen = tree.stat(ino).content_gen
+        await tree.unlink(p, b"f")
+        tree.forget(ino, 1)
+        assert not tree.cache.path(ino, gen).exists()
+        assert tree.index.get(ino) is None
+
+    h.run(body)
