@@ -268,6 +268,9 @@ class Index:
         rows = self.db.execute("SELECT record, state FROM namespaces ORDER BY ns_id")
         return [(NamespaceRecord.model_validate_json(r), s) for r, s in rows]
 
+    def namespace_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM namespaces").fetchone()[0])
+
     def namespace_state(self, ns_id: str) -> str | None:
         row = self.db.execute("SELECT state FROM namespaces WHERE ns_id=?", (ns_id,)).fetchone()
         return None if row is None else str(row[0])
@@ -458,6 +461,18 @@ class Index:
         else:
             row = self.db.execute("SELECT count(*) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
         return int(row[0])
+
+    def pending_report(self) -> tuple[int, int, str | None]:
+        """(entries, bytes of pending uploads, the latest failure) for status."""
+        count, size = self.db.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN j.op='put' THEN i.size END), 0) "
+            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino"
+        ).fetchone()
+        row = self.db.execute(
+            "SELECT last_error FROM journal WHERE last_error IS NOT NULL "
+            "ORDER BY attempts DESC, seq LIMIT 1"
+        ).fetchone()
+        return int(count), int(size), None if row is None else str(row[0])
 
     def last_seq(self, ns_id: str) -> int | None:
         row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
