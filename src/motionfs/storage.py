@@ -276,6 +276,7 @@ class SharedClientS3Provider(S3StorageProvider):
         # No network here: the storage layer checked the bucket once at start,
         # and reattaching namespaces must not depend on the endpoint being up.
         self.session = self.connection.session
+        self._initialized = True  # what Storage.attach checks, as for the filesystem provider
         return True
 
     @asynccontextmanager
