@@ -33,7 +33,7 @@ from s3server import S3Server
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 # Mount-level suites that also run against the s3 store.
-S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_s3"}
+S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3"}
 
 
 def force_unmount(path: Path) -> None:
@@ -192,7 +192,10 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    local_only = metafunc.definition.get_closest_marker("local_store") is not None
     if not NATIVE and module in S3_SUITES and "store_kind" in metafunc.fixturenames:
+        if local_only:
+            return
         kinds = ["s3"] if module == "test_s3" else ["local", "s3"]
         metafunc.parametrize("store_kind", kinds, indirect=True)
 
