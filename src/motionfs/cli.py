@@ -225,9 +225,12 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
     index_path = Path(record.store) / daemon.INDEX_FILE
     shown = -1
     while daemon.process_alive(record.pid):
-        pending = _pending(index_path)
+        pending, size, _error = _pending_report(index_path)
         if pending != shown and pending > 0:
-            click.echo(f"flushing: {pending} store operations pending", err=True)
+            click.echo(
+                f"flushing: {pending} store operations pending ({_human(size)} to upload)",
+                err=True,
+            )
             shown = pending
         if timeout and time.monotonic() - start > timeout:
             fail(
