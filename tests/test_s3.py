@@ -194,6 +194,35 @@ def test_ranged_reads_fetch_only_what_is_read(make_drive: Callable[..., Drive]) 
     assert peak < 250, f"daemon peak RSS {peak:.0f} MiB"
 
 
+def test_writes_into_uncached_files(make_drive: Callable[..., Drive]) -> None:
+    """Copy-on-write needs the whole base: a write into an uncached file (partly fetched or
+    not at all, empty or not) fetches the rest first and keeps every other byte."""
+    drive = make_drive()
+    project = drive.project("p")
+    data = pattern(3 * MiB + 5, 1)
+    (project / "f").write_bytes(data)
+    (project / "g").write_bytes(data)
+    (project / "empty").write_bytes(b"")
+    drive.unmount()
+    drop_cache(drive)
+    drive.start()
+    with open(project / "f", "r+b") as fh:
+        fh.seek(2 * MiB)
+        assert fh.read(10) == data[2 * MiB : 2 * MiB + 10]  # one block fetched
+        fh.seek(MiB)
+        fh.write(b"0123456789")
+    with open(project / "g", "ab") as fh:
+        fh.write(b"tail")
+    with open(project / "empty", "ab") as fh:
+        fh.write(b"now")
+    want_f = data[:MiB] + b"0123456789" + data[MiB + 10 :]
+    assert (project / "f").read_bytes() == want_f
+    assert (project / "g").read_bytes() == data + b"tail"
+    assert (project / "empty").read_bytes() == b"now"
+    drive.unmount()
+    assert bucket_files(drive) == {"f": want_f, "g": data + b"tail", "empty": b"now"}
+
+
 # --------------------------------------------------------------------------- outages
 
 

@@ -1015,7 +1015,10 @@ class Tree:
         """Make bytes [off, off+size) present (with readahead, or the whole file)."""
         need_first = off // BLOCK_SIZE
         need_last = max(need_first, (min(off + size, partial.size) - 1) // BLOCK_SIZE)
-        if partial.complete or (not whole and partial.has(need_first, need_last)):
+        if partial.complete:
+            self._finish_partial(partial)
+            return
+        if not whole and partial.has(need_first, need_last):
             partial.window(off, size)  # keep track of sequential reads
             return
         async with partial.lock:
@@ -1027,12 +1030,17 @@ class Tree:
                 await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
             for start, length in partial.missing_ranges(first, last):
                 await self._fetch_range(partial, inode, start, length)
-            if partial.complete and self._partials.get(partial.ino) is partial:
-                # Every block is here: from now on it is ordinary cached content.
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(partial.path, self.cache.path(partial.ino, partial.gen))
-                del self._partials[partial.ino]
-                partial.close(unlink=False)
+            if partial.complete:
+                self._finish_partial(partial)
+
+    def _finish_partial(self, partial: PartialContent) -> None:
+        """Every block is here: from now on it is ordinary cached content."""
+        if self._partials.get(partial.ino) is not partial:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(partial.path, self.cache.path(partial.ino, partial.gen))
+        del self._partials[partial.ino]
+        partial.close(unlink=False)
 
     async def _fetch_range(
         self, partial: PartialContent, inode: Inode, start: int, length: int
