@@ -474,6 +474,26 @@ class Index:
         ).fetchone()
         return int(count), int(size), None if row is None else str(row[0])
 
+    def pending_for_paths(self, ns_id: str, ino: int, paths: list[str]) -> bool:
+        """Whether a pending entry of `ns_id` may change what the store holds at
+        `paths` (an upload of `ino`, or an entry on one of the paths or a parent)."""
+        if self.db.execute(
+            "SELECT 1 FROM journal WHERE ns_id=? AND (ino=? OR op='destroy') LIMIT 1",
+            (ns_id, ino),
+        ).fetchone():
+            return True
+        for p in paths:
+            row = self.db.execute(
+                "SELECT 1 FROM journal WHERE ns_id=? AND ("
+                "path=? OR substr(?, 1, length(path) + 1) = path || '/' OR "
+                "(op IN ('move', 'copy', 'keep') AND "
+                "(path2=? OR substr(?, 1, length(path2) + 1) = path2 || '/'))) LIMIT 1",
+                (ns_id, p, p, p, p),
+            ).fetchone()
+            if row:
+                return True
+        return False
+
     def last_seq(self, ns_id: str) -> int | None:
         row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
         return None if row[0] is None else int(row[0])

@@ -1025,8 +1025,11 @@ class Tree:
             first, last = (0, partial.blocks - 1) if whole else partial.window(off, size)
             inode = self._get(partial.ino)
             assert inode.ns_id is not None
-            if partial.etag is None:
-                # The store must hold this generation before we read it.
+            if partial.etag is None and self.index.pending_for_paths(
+                inode.ns_id, inode.ino, self._store_paths(inode)
+            ):
+                # The store must hold this generation at its path before we read it;
+                # uploads of other files in the project need not be waited for.
                 await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
             for start, length in partial.missing_ranges(first, last):
                 await self._fetch_range(partial, inode, start, length)
