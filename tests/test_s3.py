@@ -334,6 +334,9 @@ def test_lazy_umount_leaves_the_queue_for_the_next_mount(
     files = {f"f{i}": pattern(50_000 + i, i) for i in range(4)}
     for name, data in files.items():
         (project / name).write_bytes(data)
+    text = motionfs("status").stdout
+    assert f"store:   {drive.remote}" in text and f"index:   {drive.store}" in text
+    assert "pending: " in text and "to upload)" in text
     done = motionfs("umount", "--lazy", drive.path)
     assert done.returncode == 0, done.stderr
     assert "left for the next mount" in done.stderr

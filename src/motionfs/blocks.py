@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 BLOCK = 1 << 20  # fetch granularity (aligned)
-READAHEAD_MAX = 8 << 20  # sequential reads fetch up to this much ahead
+READAHEAD_MAX = 32 << 20  # sequential reads fetch up to this much ahead
 MAX_REQUEST = 32 << 20  # one ranged GET at most (each has the io-timeout budget)
 
 
@@ -53,7 +53,8 @@ class PartialContent:
     def window(self, off: int, size: int) -> tuple[int, int]:
         """Blocks [first, last] to have for a read at `off`, with readahead."""
         end = min(off + size, self.size)
-        if off == self._next_offset and off > 0:
+        # Sequential, give or take the kernel's reordering of its own readahead.
+        if off > 0 and abs(off - self._next_offset) <= BLOCK:
             self._window = min(READAHEAD_MAX, max(BLOCK, self._window * 2))
         else:
             self._window = 0
@@ -61,6 +62,10 @@ class PartialContent:
         first = off // BLOCK
         last = min(self.blocks - 1, (max(end, off + 1) - 1 + self._window) // BLOCK)
         return first, last
+
+    def note(self, off: int, size: int) -> None:
+        """A read served from blocks already here: only follow its position."""
+        self._next_offset = min(off + size, self.size)
 
     def has(self, first: int, last: int) -> bool:
         return all(self.present[first : last + 1])

@@ -1019,7 +1019,7 @@ class Tree:
             self._finish_partial(partial)
             return
         if not whole and partial.has(need_first, need_last):
-            partial.window(off, size)  # keep track of sequential reads
+            partial.note(off, size)  # keep track of sequential reads
             return
         async with partial.lock:
             first, last = (0, partial.blocks - 1) if whole else partial.window(off, size)
