@@ -6,6 +6,10 @@ teardown, even when the test fails (a leftover mount breaks the next run).
 Set MOTIONFS_TEST_TARGET=native to run the mount-level suites against a plain
 local directory instead: that checks the tests themselves against the kernel's
 own filesystem (remount/kill become no-ops there).
+
+The suites in S3_SUITES run twice, on the local store (`[local]`) and on an
+s3 store in a moto server on 127.0.0.1 (`[s3]`; one server for the session,
+a key prefix per drive): `scripts/test -k s3` runs only the s3 side.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +28,12 @@ import pytest
 
 from harness import Harness
 from motionfs.daemon import is_mounted
+from s3server import S3Server
 
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
+# Mount-level suites that also run against the s3 store.
+S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3"}
 
 
 def force_unmount(path: Path) -> None:
@@ -36,12 +44,46 @@ def force_unmount(path: Path) -> None:
 class Drive:
     """A motionfs mount driven like a user would: the CLI, then the kernel."""
 
-    def __init__(self, mountpoint: Path, store: Path, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        mountpoint: Path,
+        store: Path,
+        args: list[str] | None = None,
+        s3: S3Server | None = None,
+        remote: str | None = None,
+    ) -> None:
         self.path = mountpoint
-        self.store = store
+        self.store = store  # the local store directory (an s3 store's index directory)
         self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.native = NATIVE
+        self.s3 = s3
+        self.remote = remote  # s3://BUCKET/PREFIX when the bytes live in s3
+
+    @property
+    def s3_prefix(self) -> str:
+        """The key prefix of this drive's store in the bucket."""
+        assert self.s3 is not None and self.remote is not None
+        return self.remote.removeprefix(f"s3://{self.s3.bucket}/") + "/"
+
+    def stored_bytes(self) -> int:
+        """Bytes the store holds: the bucket's objects, or the data directory's files."""
+        if self.s3 is not None:
+            return sum(self.s3.objects(self.s3_prefix).values())
+        total = 0
+        for p in (self.store / "data").rglob("*"):
+            if p.is_file():
+                total += p.stat().st_size
+        return total
+
+    def store_args(self) -> list[str]:
+        if self.remote is None:
+            return ["--store", str(self.store)]
+        assert self.s3 is not None
+        return [
+            *("--store", self.remote, "--index", str(self.store)),
+            *("--s3-endpoint", self.s3.endpoint),
+        ]
 
     @property
     def log(self) -> str:
@@ -64,8 +106,7 @@ class Drive:
             "motionfs",
             "mount",
             str(self.path),
-            "--store",
-            str(self.store),
+            *self.store_args(),
             "--foreground",
             *self.args,
         ]
@@ -124,9 +165,11 @@ class Drive:
         path.mkdir()
         return path
 
-    def teardown(self) -> None:
+    def teardown(self) -> bool:
+        """Unmount whatever happens; False if the daemon had to be killed (it did not
+        finish its store work within 60 s)."""
         if self.native:
-            return
+            return True
         force_unmount(self.path)
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -134,18 +177,49 @@ class Drive:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+                return False
+        return True
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server for the session (each drive has its own key prefix)."""
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture
-def make_drive(tmp_path: Path) -> Iterator[object]:
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """"local" or "s3": which store the drives of this test use."""
+    return str(getattr(request, "param", "local"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    local_only = metafunc.definition.get_closest_marker("local_store") is not None
+    if not NATIVE and module in S3_SUITES and "store_kind" in metafunc.fixturenames:
+        if local_only:
+            return
+        kinds = ["s3"] if module == "test_s3" else ["local", "s3"]
+        metafunc.parametrize("store_kind", kinds, indirect=True)
+
+
+@pytest.fixture
+def make_drive(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[object]:
     """Factory: make_drive(*cli_args) -> a started Drive; all are torn down."""
     drives: list[Drive] = []
+    s3 = request.getfixturevalue("s3_server") if store_kind == "s3" else None
 
     def make(*args: str, store: Path | None = None) -> Drive:
         n = len(drives)
         mountpoint = tmp_path / f"mnt{n}"
         mountpoint.mkdir()
-        drive = Drive(mountpoint, store or tmp_path / f"store{n}", list(args))
+        store = store or tmp_path / f"store{n}"
+        remote = None
+        if s3 is not None:
+            known = [d.remote for d in drives if d.store == store]
+            remote = known[0] if known else s3.store_url(f"t-{uuid.uuid4().hex[:10]}")
+        drive = Drive(mountpoint, store, list(args), s3=s3, remote=remote)
         drives.append(drive)
         drive.start()
         return drive
@@ -153,8 +227,10 @@ def make_drive(tmp_path: Path) -> Iterator[object]:
     try:
         yield make
     finally:
-        for drive in drives:
-            drive.teardown()
+        stuck = [d for d in drives if not d.teardown()]
+    # On the s3 store a daemon that cannot drain its queue is a failure, not slowness
+    # (an object the server refuses is retried for ever: nothing may be left behind).
+    assert s3 is None or not stuck, f"daemon stuck draining its queue:\n{stuck[0].log}"
 
 
 @pytest.fixture

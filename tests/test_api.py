@@ -86,6 +86,7 @@ def test_api_and_mount_see_each_other(drive: Any, tmp_path: Path) -> None:
     asyncio.run(body())
 
 
+@pytest.mark.local_store  # the API starts a store by its directory: a local store
 def test_api_without_a_mount_then_mount(make_drive: Any, tmp_path: Path) -> None:
     """Nothing mounted: the API runs the engine itself; a later mount shows its work."""
     store = tmp_path / "apistore"

@@ -767,3 +767,82 @@ def test_concurrent_first_writes_to_one_path_fail(tmp_path: Path) -> None:
         assert (root / "same").read_bytes() == b"writer %d" % winner
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- s3 provider
+
+
+async def _stock_s3(server: Any, prefix: str) -> AsyncVirtualFileSystem:
+    vfs = AsyncVirtualFileSystem(
+        "s3", bucket_name=server.bucket, prefix=prefix, endpoint_url=server.endpoint
+    )
+    await vfs.initialize()
+    return vfs
+
+
+def test_s3_provider_quirks(s3_server: Any) -> None:
+    """The stock s3 provider: without a prefix per namespace every namespace writes the same
+    keys; an empty file cannot be stream-written (S3 refuses a multipart upload without
+    parts); `read_file` reads the whole object into memory. motionfs gives each namespace
+    `PREFIX/ns/<token>` and moves bytes with its own calls on the shared client
+    (SharedClientS3Provider)."""
+
+    async def body() -> None:
+        a = await _stock_s3(s3_server, "")
+        b = await _stock_s3(s3_server, "")
+        assert await a.write_file("/shared.txt", b"from a")
+        assert await b.read_file("/shared.txt") == b"from a"  # no isolation
+
+        async def nothing() -> AsyncIterator[bytes]:
+            return
+            yield b""
+
+        assert await a.stream_write("/empty", nothing()) is False
+
+    asyncio.run(body())
+
+
+def test_s3_provider_reports_an_outage_as_missing(tmp_path: Path) -> None:
+    """The stock s3 provider turns a failing endpoint into False/None, like a missing file
+    (DESIGN.md: "a backend outage looks the same"). motionfs's strict calls raise instead,
+    so the storage layer reports StoreUnavailable (EIO), never "not found"."""
+    from motionfs.errors import StoreUnavailable
+    from motionfs.storage import S3Settings
+    from s3server import S3Server
+
+    with S3Server() as server:
+
+        async def body() -> None:
+            vfs = await _stock_s3(server, "q")
+            assert await vfs.write_file("/f", b"x")
+            storage = Storage(
+                tmp_path / "data",
+                "quirks",
+                s3=S3Settings(
+                    bucket=server.bucket,
+                    prefix="m",
+                    endpoint_url=server.endpoint,
+                    connect_timeout=1,
+                    read_timeout=2,
+                    max_attempts=1,
+                ),
+            )
+            await storage.start()
+            try:
+                rec = await storage.create_namespace(
+                    NamespaceType.WORKSPACE, "p", StorageScope.SANDBOX, None
+                )
+                await storage.write_small(rec.ns_id, "/f", b"y")
+                server.stop()
+                assert await vfs.exists("/f") is False
+                assert await vfs.read_file("/f") is None
+                with pytest.raises(StoreUnavailable):
+                    await storage.exists(rec.ns_id, "/f")
+                with pytest.raises(StoreUnavailable):
+                    await storage.read_small(rec.ns_id, "/f")
+                server.start()
+                assert await storage.read_small(rec.ns_id, "/f") == b"y"
+            finally:
+                await storage.stop()
+
+        asyncio.run(body())

@@ -176,16 +176,19 @@ class ArtifactStorageManager:
         """
         if namespace_id not in self._vfs:
             from .index import Index
-            from .storage import Storage
+            from .storage import S3Settings, Storage
 
             index = Index.open_readonly(self.store / "index.sqlite")
             try:
                 record = index.namespace(namespace_id)
+                s3_url, endpoint = index.get_meta("s3_url"), index.get_meta("s3_endpoint")
             finally:
                 index.close()
             if record is None:
                 raise ValueError(f"Namespace not found: {namespace_id}")
-            storage = Storage(self.store / "data", "api")
+            # An s3 store: the address the mount recorded; credentials from the environment.
+            s3 = S3Settings.parse(s3_url, endpoint_url=endpoint) if s3_url else None
+            storage = Storage(self.store / "data", "api", s3=s3)
             await storage.start()
             self._readers.append(storage)
             await storage.attach(record)

@@ -27,6 +27,12 @@ def default_store() -> Path:
     return Path(base) / "motionfs"
 
 
+def default_s3_index(url: str) -> Path:
+    """Where an s3 store's index, cache and log live unless --index says otherwise."""
+    rest = url.removeprefix("s3://").strip("/")
+    return default_store() / "s3" / rest.replace("/", "%")
+
+
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
     if not m:
@@ -48,9 +54,21 @@ def main() -> None:
 @click.argument("mountpoint", type=click.Path(path_type=Path))
 @click.option(
     "--store",
+    default=None,
+    help="Store directory (default: ~/.local/share/motionfs), or s3://BUCKET/PREFIX.",
+)
+@click.option(
+    "--s3-endpoint",
+    default=None,
+    help="S3-compatible endpoint URL for an s3:// store (default: AWS's).",
+)
+@click.option(
+    "--index",
+    "index_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Store directory (default: ~/.local/share/motionfs).",
+    help="For an s3:// store: the local directory of its index, cache and log "
+    "(default: ~/.local/share/motionfs/s3/BUCKET%PREFIX).",
 )
 @click.option("--user", default=None, help="USER-scope owner (default: your login name).")
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
@@ -79,7 +97,9 @@ def main() -> None:
 )
 def mount(
     mountpoint: Path,
-    store: Path | None,
+    store: str | None,
+    s3_endpoint: str | None,
+    index_dir: Path | None,
     user: str | None,
     foreground: bool,
     allow_other: bool,
@@ -89,9 +109,19 @@ def mount(
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
+    s3_url: str | None = None
+    if store is not None and store.startswith("s3://"):
+        s3_url = store
+        local = (index_dir or default_s3_index(store)).expanduser()
+    elif index_dir is not None or s3_endpoint is not None:
+        fail("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
+    else:
+        local = Path(store).expanduser() if store else default_store()
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
-        store=(store or default_store()).absolute(),
+        store=local.absolute(),
+        s3_url=s3_url,
+        s3_endpoint=s3_endpoint,
         user=user or getpass.getuser(),
         allow_other=allow_other,
         cache_size=parse_size(cache_size),
@@ -138,7 +168,8 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
         status = ready.read(3)
     if status == b"ok\n":
         errlog.replace(opts.store / "daemon.stderr")
-        click.echo(f"mounted {opts.mountpoint} (store {opts.store})")
+        where = f"{opts.s3_url}, index {opts.store}" if opts.s3_url else str(opts.store)
+        click.echo(f"mounted {opts.mountpoint} (store {where})")
         return
     proc.wait(timeout=60)
     message = errlog.read_text(errors="replace").strip().splitlines()
@@ -157,19 +188,36 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     default=0.0,
     help="Give up waiting for uploads after this many seconds (0: wait until done).",
 )
-def umount(mountpoint: Path, timeout: float) -> None:
+@click.option(
+    "--lazy",
+    is_flag=True,
+    help="Do not wait for uploads: leave them queued for the next mount of this store.",
+)
+def umount(mountpoint: Path, timeout: float, lazy: bool) -> None:
     """Flush everything pending to the store and unmount MOUNTPOINT."""
     target = str(mountpoint.resolve())
     record = next((r for r in daemon.read_records() if r.mountpoint == target), None)
     if target not in daemon.mounted_points():
         fail(f"{mountpoint} is not mounted")
+    flag = Path(record.store) / daemon.LAZY_FLAG if lazy and record is not None else None
+    if flag is not None:
+        flag.touch()
     done = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)
     if done.returncode != 0:
+        if flag is not None:
+            flag.unlink(missing_ok=True)
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         fail(f"cannot unmount {mountpoint}: {why} (close files and shells using it)")
     if record is None:
         return
     _wait_for_exit(record, timeout)
+    if lazy:
+        pending = _pending(Path(record.store) / daemon.INDEX_FILE)
+        if pending:
+            click.echo(
+                f"unmounted; {pending} store operations left for the next mount of this store",
+                err=True,
+            )
 
 
 def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
@@ -177,9 +225,12 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
     index_path = Path(record.store) / daemon.INDEX_FILE
     shown = -1
     while daemon.process_alive(record.pid):
-        pending = _pending(index_path)
+        pending, size, _error = _pending_report(index_path)
         if pending != shown and pending > 0:
-            click.echo(f"flushing: {pending} store operations pending", err=True)
+            click.echo(
+                f"flushing: {pending} store operations pending ({_human(size)} to upload)",
+                err=True,
+            )
             shown = pending
         if timeout and time.monotonic() - start > timeout:
             fail(
@@ -190,12 +241,16 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
 
 
 def _pending(index_path: Path) -> int:
+    return _pending_report(index_path)[0]
+
+
+def _pending_report(index_path: Path) -> tuple[int, int, str | None]:
     try:
         idx = Index.open_readonly(index_path)
     except Exception:
-        return 0
+        return 0, 0, None
     try:
-        return idx.pending_count()
+        return idx.pending_report()
     finally:
         idx.close()
 
@@ -204,18 +259,22 @@ def _pending(index_path: Path) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """List mounted drives with their store, pending uploads and cache use."""
-    rows: list[dict[str, str | int]] = []
+    rows: list[dict[str, str | int | None]] = []
     for rec in daemon.read_records():
         store = Path(rec.store)
         cache = store / "cache"
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
+        pending, pending_bytes, error = _pending_report(store / daemon.INDEX_FILE)
         rows.append(
             {
                 "mountpoint": rec.mountpoint,
-                "store": rec.store,
+                "store": rec.remote or rec.store,
+                "index": rec.store,
                 "pid": rec.pid,
                 "user": rec.user,
-                "pending": _pending(store / daemon.INDEX_FILE),
+                "pending": pending,
+                "pending_bytes": pending_bytes,
+                "last_error": error,
                 "cache_bytes": used,
             }
         )
@@ -226,11 +285,18 @@ def status(as_json: bool) -> None:
         click.echo("no motionfs drives mounted")
         return
     for r in rows:
-        click.echo(
-            f"{r['mountpoint']}\n  store:   {r['store']}\n  pid:     {r['pid']}\n"
-            f"  user:    {r['user']}\n  pending: {r['pending']} store operations\n"
-            f"  cache:   {int(r['cache_bytes']) / (1 << 20):.1f} MiB"
-        )
+        lines = [
+            str(r["mountpoint"]),
+            f"  store:   {r['store']}",
+            *([f"  index:   {r['index']}"] if r["index"] != r["store"] else []),
+            f"  pid:     {r['pid']}",
+            f"  user:    {r['user']}",
+            f"  pending: {r['pending']} store operations "
+            f"({_human(int(r['pending_bytes'] or 0))} to upload)",
+            *([f"  failing: {r['last_error']}"] if r["last_error"] else []),
+            f"  cache:   {int(r['cache_bytes'] or 0) / (1 << 20):.1f} MiB",
+        ]
+        click.echo("\n".join(lines))
 
 
 def _locate(project_path: Path) -> tuple[Path, str]:

@@ -31,14 +31,14 @@ from .bridge import AsyncioBridge
 from .cache import DataCache
 from .checkpoints import Checkpoints
 from .control import ControlServer
-from .errors import SetupError
+from .errors import SetupError, StoreUnavailable
 from .expiry import Expiry
 from .fs import Operations
 from .index import Index
 from .journal import Journal
 from .motion import MotionMetadata
 from .snapview import Drive, SnapshotView
-from .storage import Storage
+from .storage import S3Settings, Storage
 from .tree import Tree, TreeConfig
 
 log = logging.getLogger("motionfs")
@@ -46,13 +46,16 @@ log = logging.getLogger("motionfs")
 INDEX_FILE = "index.sqlite"
 LOCK_FILE = "lock"
 LOG_FILE = "motionfs.log"
+LAZY_FLAG = "umount-lazy"  # `motionfs umount --lazy`: exit without draining the journal
 EVICT_INTERVAL = 10.0
 READ_AHEAD_KB = 1024  # one maximal FUSE request
 
 
 class MountOptions(BaseModel):
     mountpoint: Path
-    store: Path
+    store: Path  # the local store directory (for an s3 store: its index directory)
+    s3_url: str | None = None  # s3://BUCKET/PREFIX: the bytes live there
+    s3_endpoint: str | None = None
     user: str
     allow_other: bool = False
     cache_size: int = 10 << 30
@@ -70,6 +73,7 @@ class MountRecord(BaseModel):
     store: str
     user: str
     started_at: float
+    remote: str | None = None  # s3://BUCKET/PREFIX of an s3 store
 
 
 def registry_dir() -> Path:
@@ -89,6 +93,38 @@ def mounted_points() -> set[str]:
 
 def is_mounted(path: Path) -> bool:
     return os.path.realpath(path) in mounted_points()
+
+
+def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
+    """The s3 store an index belongs to: named on the command line the first
+    time, remembered in the index (address and endpoint, never credentials)."""
+    known = index.get_meta("s3_url")
+    url = opts.s3_url or known
+    if url is None:
+        return None
+    if known is not None and opts.s3_url is not None and known != opts.s3_url:
+        raise SetupError(
+            f"the index in {opts.store} belongs to {known}, not {opts.s3_url}: "
+            "use another --index directory"
+        )
+    if known is None and index.namespace_count():
+        raise SetupError(f"{opts.store} holds a local store; use another --index directory")
+    endpoint = opts.s3_endpoint or index.get_meta("s3_endpoint")
+    try:
+        settings = S3Settings.parse(
+            url,
+            endpoint_url=endpoint,
+            connect_timeout=min(5.0, opts.io_timeout),
+            read_timeout=opts.io_timeout,
+        )
+    except ValueError as e:
+        raise SetupError(str(e)) from e
+    if known is None or (opts.s3_endpoint and opts.s3_endpoint != index.get_meta("s3_endpoint")):
+        with index.transaction():
+            index.set_meta("s3_url", settings.url)
+            if endpoint:
+                index.set_meta("s3_endpoint", endpoint)
+    return settings
 
 
 def check_environment(opts: MountOptions) -> None:
@@ -195,7 +231,8 @@ class Daemon:
             sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
             with self.index.transaction():
                 self.index.set_meta("sandbox_id", sandbox)
-        self.storage = Storage(opts.store / "data", sandbox)
+        self.s3 = s3_settings(self.index, opts)
+        self.storage = Storage(opts.store / "data", sandbox, s3=self.s3)
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
         self.tree = Tree(
@@ -216,7 +253,10 @@ class Daemon:
         self.control = ControlServer(self.drive, opts.store)
 
     def prepare(self) -> None:
-        self.bridge.run(self.storage.start)
+        try:
+            self.bridge.run(self.storage.start)
+        except StoreUnavailable as e:
+            raise SetupError(str(e)) from e
         self.tree.ensure_layout()
         self.tree.recover()
 
@@ -241,9 +281,17 @@ class Daemon:
             if signals:
                 nursery.start_soon(self._stop_on_signal)
             await main()
-            log.info("flushing %d pending store operations", self.index.pending_count())
             await self.tree.flush_all()
-            await self.journal.drain_all()
+            lazy = self.opts.store / LAZY_FLAG
+            if lazy.exists():
+                lazy.unlink(missing_ok=True)
+                log.info(
+                    "lazy unmount: %d store operations left for the next mount",
+                    self.index.pending_count(),
+                )
+            else:
+                log.info("flushing %d pending store operations", self.index.pending_count())
+                await self.journal.drain_all()
             nursery.cancel_scope.cancel()
 
     async def serve(self, ready_fd: int | None) -> None:
@@ -335,8 +383,14 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
     check_environment(opts)
     lock_fd = lock_store(opts.store)
     setup_logging(opts.store, foreground)
+    (opts.store / LAZY_FLAG).unlink(missing_ok=True)
     daemon = Daemon(opts)
-    daemon.prepare()
+    try:
+        daemon.prepare()
+    except SetupError:
+        daemon.close(mounted=False)
+        release_store(lock_fd)
+        raise
     # Resolve paths before mounting: a stat of our own mountpoint from the
     # daemon thread would wait for the loop that is not running yet.
     record = registry_file(opts.mountpoint)
@@ -347,6 +401,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
         store=str(opts.store.resolve()),
         user=opts.user,
         started_at=time.time(),
+        remote=daemon.s3.url if daemon.s3 is not None else None,
     )
     daemon.mount()
     record.write_text(info.model_dump_json())

@@ -332,6 +332,9 @@ class Index:
         rows = self.db.execute("SELECT record, state FROM namespaces ORDER BY ns_id")
         return [(NamespaceRecord.model_validate_json(r), s) for r, s in rows]
 
+    def namespace_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM namespaces").fetchone()[0])
+
     def namespace_state(self, ns_id: str) -> str | None:
         row = self.db.execute("SELECT state FROM namespaces WHERE ns_id=?", (ns_id,)).fetchone()
         return None if row is None else str(row[0])
@@ -561,6 +564,38 @@ class Index:
         """About how many entries are pending (an upper bound, from two index probes)."""
         row = self.db.execute("SELECT max(seq) - min(seq) + 1 FROM journal").fetchone()
         return int(row[0] or 0)
+
+    def pending_report(self) -> tuple[int, int, str | None]:
+        """(entries, bytes of pending uploads, the latest failure) for status."""
+        count, size = self.db.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN j.op='put' THEN i.size END), 0) "
+            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino"
+        ).fetchone()
+        row = self.db.execute(
+            "SELECT last_error FROM journal WHERE last_error IS NOT NULL "
+            "ORDER BY attempts DESC, seq LIMIT 1"
+        ).fetchone()
+        return int(count), int(size), None if row is None else str(row[0])
+
+    def pending_for_paths(self, ns_id: str, ino: int, paths: list[str]) -> bool:
+        """Whether a pending entry of `ns_id` may change what the store holds at
+        `paths` (an upload of `ino`, or an entry on one of the paths or a parent)."""
+        if self.db.execute(
+            "SELECT 1 FROM journal WHERE ns_id=? AND (ino=? OR op='destroy') LIMIT 1",
+            (ns_id, ino),
+        ).fetchone():
+            return True
+        for p in paths:
+            row = self.db.execute(
+                "SELECT 1 FROM journal WHERE ns_id=? AND ("
+                "path=? OR substr(?, 1, length(path) + 1) = path || '/' OR "
+                "(op IN ('move', 'copy', 'keep') AND "
+                "(path2=? OR substr(?, 1, length(path2) + 1) = path2 || '/'))) LIMIT 1",
+                (ns_id, p, p, p, p),
+            ).fetchone()
+            if row:
+                return True
+        return False
 
     def last_seq(self, ns_id: str) -> int | None:
         row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()

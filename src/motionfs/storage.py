@@ -18,6 +18,16 @@ tests/test_library_quirks.py):
   temp file needs 14 bytes beside the name, rename refuses an existing target,
   and nothing is fsynced. Names are escaped by `store_name`, targets removed
   before a move, and durable commits fsync the file and its directory.
+* s3 provider: opens a new client (and connection pool) per call, caches
+  listings and node info for 60 s, shares keys between namespaces unless each
+  has its own `prefix`, turns every error (an unreachable endpoint too) into
+  None/False/[], streams even an empty file as a multipart upload (which S3
+  refuses), and reads whole objects into memory in `read_file`.
+  `SharedClientS3Provider` (a thin subclass) keeps one client for the
+  daemon's lifetime with bounded timeouts and no info cache, and the storage
+  layer moves bytes through it with calls that raise on failure (single PUT
+  or multipart upload, ranged GETs, server-side copies), at the keys the
+  provider itself uses, so the library's VFS sees the same files.
 
 For the filesystem provider the journal's file work goes straight to the
 provider's directory (`HostTree`): the on-disk layout is the provider's own
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import logging
@@ -38,7 +49,10 @@ import os
 import secrets
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar
 
@@ -47,6 +61,8 @@ from chuk_artifacts import NamespaceInfo as ChukNamespaceInfo
 from chuk_artifacts import NamespaceType as ChukNamespaceType
 from chuk_artifacts import StorageScope as ChukStorageScope
 from chuk_virtual_fs import AsyncVirtualFileSystem
+from chuk_virtual_fs.providers import register_provider
+from chuk_virtual_fs.providers.s3 import S3StorageProvider
 from pydantic import BaseModel
 
 from .errors import StoreUnavailable
@@ -147,17 +163,427 @@ _TO_CHUK_TYPE = {
 }
 
 
-class Storage:
-    """chuk-artifacts namespaces on one provider, rooted in the store directory."""
+# -- the s3 store ------------------------------------------------------------------
 
-    def __init__(self, data_root: Path, sandbox_id: str) -> None:
+S3_SMALL_OBJECT = 8 << 20  # up to this size a file is one PUT (read into memory)
+S3_PART = 8 << 20  # multipart upload part size (grows for very large files)
+S3_MAX_PARTS = 9000  # S3 allows 10,000
+S3_MAX_COPY = 5 << 30  # largest single CopyObject; beyond it, multipart copy
+S3_COPY_PART = 512 << 20
+S3_DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where an s3 store lives. Never persisted with credentials: those come
+    from the standard AWS environment variables and config files."""
+
+    bucket: str
+    prefix: str = ""  # key prefix of the whole store, without slashes at the ends
+    endpoint_url: str | None = None
+    region: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 3
+
+    @classmethod
+    def parse(cls, url: str, **kwargs: Any) -> S3Settings:
+        """`s3://BUCKET/PREFIX` (PREFIX optional)."""
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"{url!r} is not an s3://BUCKET/PREFIX address")
+        prefix = parsed.path.strip("/")
+        if "//" in prefix:
+            raise ValueError(f"{url!r}: empty path component in the prefix")
+        return cls(bucket=parsed.netloc, prefix=prefix, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def namespace_prefix(self, token: str) -> str:
+        """Each namespace's own key prefix (the provider would share keys otherwise)."""
+        return f"{self.prefix}/ns/{token}" if self.prefix else f"ns/{token}"
+
+
+class S3Connection:
+    """One aiobotocore client (one connection pool) for the daemon's lifetime."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.session: Any = None
+        self._cm: Any = None
+        self._client: Any = None
+
+    async def open(self) -> None:
+        import aioboto3
+        from botocore.config import Config
+
+        s = self.settings
+        self.session = aioboto3.Session(region_name=s.region) if s.region else aioboto3.Session()
+        config = Config(
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            retries={"max_attempts": s.max_attempts, "mode": "standard"},
+            max_pool_connections=16,
+        )
+        self._cm = self.session.client("s3", endpoint_url=s.endpoint_url, config=config)
+        self._client = await self._cm.__aenter__()
+
+    async def check_bucket(self) -> None:
+        await self.client.head_bucket(Bucket=self.settings.bucket)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise StoreUnavailable("the s3 connection is not open")
+        return self._client
+
+    async def close(self) -> None:
+        cm, self._cm, self._client = self._cm, None, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+
+def _missing(e: Exception) -> bool:
+    """True for S3's "no such key" answers; every other failure is an outage."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(e, ClientError):
+        return False
+    code = str(e.response.get("Error", {}).get("Code", ""))
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("404", "NoSuchKey", "NotFound") or status == 404
+
+
+class ContentChanged(StoreUnavailable):
+    """The object changed between two ranged reads of one cached generation."""
+
+
+class SharedClientS3Provider(S3StorageProvider):
+    """chuk-virtual-fs's s3 provider on a shared client, with calls that raise.
+
+    The library's own methods keep working (the Python API's VFS uses them),
+    on the shared client and without the 60 s info/listing cache; motionfs's
+    storage layer uses the `strict_*` methods, which tell "missing" from "the
+    endpoint failed" and never hold more than one part of a file in memory.
+    """
+
+    def __init__(self, connection: S3Connection, bucket_name: str, prefix: str) -> None:
+        s = connection.settings
+        super().__init__(
+            bucket_name=bucket_name,
+            prefix=prefix,
+            region_name=s.region,
+            endpoint_url=s.endpoint_url,
+            cache_ttl=0,
+        )
+        self.connection = connection
+
+    async def initialize(self) -> bool:
+        # No network here: the storage layer checked the bucket once at start,
+        # and reattaching namespaces must not depend on the endpoint being up.
+        self.session = self.connection.session
+        self._initialized = True  # what Storage.attach checks, as for the filesystem provider
+        return True
+
+    @asynccontextmanager
+    async def _get_client(self) -> AsyncIterator[Any]:
+        yield self.connection.client
+
+    async def close(self) -> None:
+        self._cache.clear()  # the shared client outlives namespaces
+
+    def _get_s3_key(self, path: str) -> str:
+        # Control characters (a newline...) in keys need special handling in
+        # S3 (XML listings) and are refused by some servers (moto's routing):
+        # such a name is stored under its digest, like an over-long name; the
+        # index keeps the real name. The library's own calls use this too.
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            path = "/".join(
+                _hashed(part.encode("utf-8", "surrogateescape"))
+                if any(ord(c) < 0x20 or ord(c) == 0x7F for c in part)
+                else part
+                for part in path.split("/")
+            )
+        key: str = super()._get_s3_key(path)
+        return key
+
+    def key(self, path: str) -> str:
+        return self._get_s3_key(path)
+
+    @property
+    def _c(self) -> Any:
+        return self.connection.client
+
+    async def strict_head(self, path: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = await self._c.head_object(
+                Bucket=self.bucket_name, Key=self.key(path)
+            )
+            return head
+        except Exception as e:
+            if _missing(e):
+                return None
+            raise
+
+    async def strict_keys(self, path: str) -> list[str]:
+        """Keys of the file at `path`, its directory marker and everything below."""
+        base = self.key(path)
+        keys: list[str] = []
+        paginator = self._c.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket_name, Prefix=base):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key == base or key.startswith(base + "/"):
+                    keys.append(key)
+        return keys
+
+    async def strict_exists(self, path: str) -> bool:
+        if await self.strict_head(path) is not None:
+            return True
+        r = await self._c.list_objects_v2(
+            Bucket=self.bucket_name, Prefix=self.key(path).rstrip("/") + "/", MaxKeys=1
+        )
+        return bool(r.get("KeyCount", 0))
+
+    async def strict_mkdirs(self, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        for i in range(len(parts)):
+            await self._c.put_object(
+                Bucket=self.bucket_name,
+                Key=self.key("/".join(parts[: i + 1])) + "/",
+                Body=b"",
+                ContentType="application/x-directory",
+                Metadata={"type": "directory"},
+            )
+
+    async def strict_put(self, path: str, f: BinaryIO, digest: Any) -> None:
+        """Upload an open file: one PUT when small, else a multipart upload."""
+        size = os.fstat(f.fileno()).st_size
+        key = self.key(path)
+        meta = {"type": "file"}
+
+        def read(n: int) -> bytes:
+            chunk = f.read(n)
+            digest.update(chunk)
+            return chunk
+
+        if size <= S3_SMALL_OBJECT:
+            body = await asyncio.to_thread(read, size + 1)
+            await self._c.put_object(Bucket=self.bucket_name, Key=key, Body=body, Metadata=meta)
+            return
+        part_size = max(S3_PART, -(-size // S3_MAX_PARTS))
+        upload = await self._c.create_multipart_upload(
+            Bucket=self.bucket_name, Key=key, Metadata=meta
+        )
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            number = 1
+            while chunk := await asyncio.to_thread(read, part_size):
+                r = await self._c.upload_part(
+                    Bucket=self.bucket_name,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                )
+                parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                number += 1
+                del chunk
+            await self._c.complete_multipart_upload(
+                Bucket=self.bucket_name,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._c.abort_multipart_upload(
+                    Bucket=self.bucket_name, Key=key, UploadId=upload_id
+                )
+            raise
+
+    async def strict_get(self, path: str, dest: Path) -> bool:
+        """Stream an object into a local file; False when it does not exist."""
+        try:
+            r = await self._c.get_object(Bucket=self.bucket_name, Key=self.key(path))
+        except Exception as e:
+            if _missing(e):
+                return False
+            raise
+        body = r["Body"]
+        try:
+            with open(dest, "wb") as out:
+                async for chunk in body.iter_chunks(chunk_size=CHUNK):
+                    await asyncio.to_thread(out.write, chunk)
+        finally:
+            body.close()
+        return True
+
+    async def strict_read_range(
+        self, path: str, start: int, length: int, fd: int, etag: str | None
+    ) -> tuple[str, int] | None:
+        """Write bytes [start, start+length) of the object into `fd` at `start`.
+
+        Returns (etag, object size), None when the object does not exist.
+        With `etag`, a different object version raises ContentChanged.
+        """
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket_name,
+            "Key": self.key(path),
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        if etag is not None:
+            kwargs["IfMatch"] = etag
+        try:
+            r = await self._c.get_object(**kwargs)
+        except Exception as e:
+            if _missing(e):
+                return None
+            code = getattr(e, "response", {}).get("Error", {}).get("Code")
+            if code == "PreconditionFailed":
+                raise ContentChanged(f"{path} changed in the store while being read") from e
+            raise
+        total = int(str(r.get("ContentRange", "")).rsplit("/", 1)[-1] or r["ContentLength"])
+        body = r["Body"]
+        pos = start
+        try:
+            async for chunk in body.iter_chunks(chunk_size=CHUNK):
+                await asyncio.to_thread(os.pwrite, fd, chunk, pos)
+                pos += len(chunk)
+        finally:
+            body.close()
+        if pos != min(start + length, total):
+            raise StoreUnavailable(f"short read of {path}: {pos - start} of {length} bytes")
+        return str(r["ETag"]), total
+
+    async def strict_read(self, path: str) -> bytes | None:
+        try:
+            r = await self._c.get_object(Bucket=self.bucket_name, Key=self.key(path))
+        except Exception as e:
+            if _missing(e):
+                return None
+            raise
+        async with r["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def strict_write(self, path: str, data: bytes) -> None:
+        await self._c.put_object(
+            Bucket=self.bucket_name, Key=self.key(path), Body=data, Metadata={"type": "file"}
+        )
+
+    async def strict_delete_keys(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), S3_DELETE_BATCH):
+            batch = keys[i : i + S3_DELETE_BATCH]
+            r = await self._c.delete_objects(
+                Bucket=self.bucket_name,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+            if r.get("Errors"):
+                raise StoreUnavailable(f"deleting objects failed: {r['Errors'][:3]}")
+
+    async def strict_remove(self, path: str) -> None:
+        await self.strict_delete_keys(await self.strict_keys(path))
+
+    async def strict_copy_key(self, src_key: str, dst_key: str, size: int | None = None) -> None:
+        if size is None:
+            head = await self._c.head_object(Bucket=self.bucket_name, Key=src_key)
+            size = int(head["ContentLength"])
+        source = {"Bucket": self.bucket_name, "Key": src_key}
+        if size <= S3_MAX_COPY:
+            await self._c.copy_object(Bucket=self.bucket_name, Key=dst_key, CopySource=source)
+            return
+        upload = await self._c.create_multipart_upload(
+            Bucket=self.bucket_name, Key=dst_key, Metadata={"type": "file"}
+        )
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            for number, start in enumerate(range(0, size, S3_COPY_PART), 1):
+                end = min(size, start + S3_COPY_PART) - 1
+                r = await self._c.upload_part_copy(
+                    Bucket=self.bucket_name,
+                    Key=dst_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]})
+            await self._c.complete_multipart_upload(
+                Bucket=self.bucket_name,
+                Key=dst_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._c.abort_multipart_upload(
+                    Bucket=self.bucket_name, Key=dst_key, UploadId=upload_id
+                )
+            raise
+
+    async def strict_copy(self, src: str, dst: str) -> bool:
+        head = await self.strict_head(src)
+        if head is None:
+            return False
+        await self.strict_copy_key(self.key(src), self.key(dst), int(head["ContentLength"]))
+        return True
+
+    async def strict_move(self, src: str, dst: str) -> None:
+        """Copy every key of `src` (file or tree) to `dst`, then delete them.
+
+        S3 has no rename. Re-running after a crash is harmless: keys already
+        moved are gone from `src`, the rest are copied again (same bytes).
+        """
+        keys = await self.strict_keys(src)
+        if not keys:
+            return
+        base, target = self.key(src), self.key(dst)
+        for key in keys:
+            await self.strict_copy_key(key, target + key[len(base) :])
+        await self.strict_delete_keys(keys)
+
+class Storage:
+    """chuk-artifacts namespaces on one provider: the filesystem provider rooted
+    in the store directory, or (with `s3`) the s3 provider in a bucket."""
+
+    _instances = 0
+
+    def __init__(self, data_root: Path, sandbox_id: str, s3: S3Settings | None = None) -> None:
         self.data_root = data_root
         self.sandbox_id = sandbox_id
-        self.provider = ProviderType.FILESYSTEM
+        self.s3 = s3
+        self.provider = ProviderType.FILESYSTEM if s3 is None else ProviderType.S3
         self._store: ArtifactStore | None = None
+        self._s3_conn: S3Connection | None = None
+        # The library builds providers by registry name: ours carries this
+        # storage's shared connection (a name per instance, several may live
+        # in one process).
+        Storage._instances += 1
+        self._s3_provider_name = f"motionfs-s3-{os.getpid()}-{Storage._instances}"
 
     async def start(self) -> None:
         self.data_root.mkdir(parents=True, exist_ok=True)
+        if self.s3 is not None:
+            conn = S3Connection(self.s3)
+            await conn.open()
+            try:
+                await conn.check_bucket()
+            except Exception as e:
+                await conn.close()
+                raise StoreUnavailable(
+                    f"cannot reach bucket {self.s3.bucket}"
+                    f"{' at ' + self.s3.endpoint_url if self.s3.endpoint_url else ''}: {e}"
+                ) from e
+            self._s3_conn = conn
+            register_provider(
+                self._s3_provider_name,
+                functools.partial(SharedClientS3Provider, conn),  # type: ignore[arg-type]
+            )
         store = ArtifactStore(
             storage_provider="memory", session_provider="memory", sandbox_id=self.sandbox_id
         )
@@ -168,6 +594,20 @@ class Storage:
         if self._store is not None:
             await self._store.__aexit__(None, None, None)
             self._store = None
+        if self._s3_conn is not None:
+            await self._s3_conn.close()
+            self._s3_conn = None
+
+    def _provider_name(self, provider_type: ProviderType) -> str:
+        if provider_type is ProviderType.S3:
+            if self._s3_conn is None:
+                raise StoreUnavailable("an s3 namespace needs an s3 store (s3://BUCKET/PREFIX)")
+            return self._s3_provider_name
+        return provider_type.value.replace("vfs-", "")
+
+    def _s3(self, ns_id: str) -> SharedClientS3Provider | None:
+        provider = self.vfs(ns_id).provider
+        return provider if isinstance(provider, SharedClientS3Provider) else None
 
     @property
     def store(self) -> ArtifactStore:
@@ -189,16 +629,27 @@ class Storage:
         # The library's namespace id is only known after creation, and its
         # filesystem default root is under /tmp: give it a root in our store.
         token = hashlib.sha256(os.urandom(16)).hexdigest()[:16]
-        config: dict[str, Any] = {"root_path": str(self.data_root / "ns" / token)}
+        config: dict[str, Any]
+        if self.s3 is not None:
+            # Persisted in the index: where the bytes are, never credentials
+            # or the endpoint (those are the mount's, at attach time).
+            config = {"bucket_name": self.s3.bucket, "prefix": self.s3.namespace_prefix(token)}
+        else:
+            config = {"root_path": str(self.data_root / "ns" / token)}
         info: ChukNamespaceInfo = await self.store.create_namespace(  # type: ignore[no-untyped-call]
             type=_TO_CHUK_TYPE[kind],
             name=name,
             scope=_TO_CHUK_SCOPE[scope],
             user_id=user_id,
             ttl_hours=ttl_hours,
-            provider_type=self.provider.value,
+            provider_type="vfs-" + self._provider_name(self.provider),
             provider_config=dict(config),
         )
+        if self.provider is not ProviderType.FILESYSTEM:
+            # The library recorded our registry name; the API shows the real type.
+            info = info.model_copy(update={"provider_type": self.provider.value})
+            vfs, _ = self.store._namespace._namespaces[info.namespace_id]
+            self.store._namespace._namespaces[info.namespace_id] = (vfs, info)
         return NamespaceRecord(
             ns_id=info.namespace_id,
             kind=kind,
@@ -219,7 +670,7 @@ class Storage:
         ops = self.store._namespace
         if record.ns_id in ops._namespaces:
             return
-        provider_name = record.provider_type.value.replace("vfs-", "")
+        provider_name = self._provider_name(record.provider_type)
         config = dict(record.provider_config)
         if record.provider_type is ProviderType.FILESYSTEM:
             # A missing root means lost data (or an unmounted disk), not a new namespace.
@@ -239,6 +690,9 @@ class Storage:
         """Destroy a namespace and its bytes (the library only forgets it)."""
         if not self.is_attached(record.ns_id):
             await self.attach(record)
+        s3 = self._s3(record.ns_id)
+        if s3 is not None:
+            await s3.strict_remove("/")
         await self.store.destroy_namespace(record.ns_id)
         root = record.provider_config.get("root_path")
         if record.provider_type is ProviderType.FILESYSTEM and root:
@@ -268,6 +722,10 @@ class Storage:
 
     @_store_errors
     async def mkdirs(self, ns_id: str, path: str) -> None:
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            await s3.strict_mkdirs(path)
+            return
         vfs = self.vfs(ns_id)
         parts = [p for p in path.split("/") if p]
         cur = ""
@@ -287,9 +745,22 @@ class Storage:
         `source` may be an open file: the caller opened it so that a newer
         version replacing the file meanwhile cannot pull it away.
         """
+        digest = hashlib.sha256()
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            # Durable when the PUT (or the multipart upload's completion) returns.
+            f: BinaryIO = (
+                await asyncio.to_thread(open, source, "rb")
+                if isinstance(source, Path)
+                else source
+            )
+            try:
+                await s3.strict_put(path, f, digest)
+            finally:
+                f.close()
+            return digest.hexdigest()
         vfs = self.vfs(ns_id)
         await self.mkdirs(ns_id, path.rsplit("/", 1)[0])
-        digest = hashlib.sha256()
         f = source if not isinstance(source, Path) else await asyncio.to_thread(open, source, "rb")
 
         def read_chunk() -> bytes:
@@ -334,6 +805,9 @@ class Storage:
             # The filesystem provider's stream_read reads the whole file into
             # memory first; take its host file instead (bounded memory).
             return await asyncio.to_thread(direct.get, path, dest)
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            return await s3.strict_get(path, dest)
         vfs = self.vfs(ns_id)
         if not await vfs.is_file(path):
             return False
@@ -344,7 +818,30 @@ class Storage:
 
     @_store_errors
     async def exists(self, ns_id: str, path: str) -> bool:
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            return await s3.strict_exists(path)
         return bool(await self.vfs(ns_id).exists(path))
+
+    @property
+    def ranged(self) -> bool:
+        """Whether reads fetch byte ranges on demand (a remote store) instead
+        of copying whole files into the cache first."""
+        return self.s3 is not None
+
+    @_store_errors
+    async def read_range(
+        self, ns_id: str, path: str, start: int, length: int, fd: int, etag: str | None
+    ) -> tuple[str, int] | None:
+        """Fetch bytes [start, start+length) of `path` into `fd` at `start`.
+
+        Returns (version tag, object size), None if `path` does not exist;
+        ContentChanged if the object is no longer version `etag`.
+        """
+        s3 = self._s3(ns_id)
+        if s3 is None:
+            raise StoreUnavailable("ranged reads need an s3 namespace")
+        return await s3.strict_read_range(path, start, length, fd, etag)
 
     @_store_errors
     async def remove(self, ns_id: str, path: str) -> None:
@@ -352,6 +849,10 @@ class Storage:
         local = self._local_path(ns_id, path)
         if local is not None:
             await asyncio.to_thread(_remove_local, local)
+            return
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            await s3.strict_remove(path)
             return
         vfs = self.vfs(ns_id)
         if await vfs.is_dir(path):
@@ -364,6 +865,10 @@ class Storage:
     @_store_errors
     async def move(self, ns_id: str, src: str, dst: str) -> None:
         """Rename, replacing `dst`. Re-running after a crash is harmless."""
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            await s3.strict_move(src, dst)
+            return
         vfs = self.vfs(ns_id)
         if not await vfs.exists(src):
             return  # already moved, or never stored: nothing to carry over
@@ -382,6 +887,9 @@ class Storage:
         """
         if if_missing and await self.exists(ns_id, dst):
             return True
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            return await s3.strict_copy(src, dst)  # server-side
         tmp_dir = self.data_root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
@@ -397,6 +905,10 @@ class Storage:
 
     @_store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            await s3.strict_write(path, data)
+            return
         vfs = self.vfs(ns_id)
         await self.mkdirs(ns_id, path.rsplit("/", 1)[0])
         if not await vfs.write_file(path, data):
@@ -404,6 +916,9 @@ class Storage:
 
     @_store_errors
     async def read_small(self, ns_id: str, path: str) -> bytes | None:
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            return await s3.strict_read(path)
         vfs = self.vfs(ns_id)
         if not await vfs.is_file(path):
             return None

@@ -9,6 +9,7 @@ layer translates requests into these calls and FsError into errno.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -23,6 +24,8 @@ from typing import Protocol
 
 import trio
 
+from .blocks import BLOCK as BLOCK_SIZE
+from .blocks import PartialContent
 from .bridge import AsyncioBridge
 from .cache import DataCache
 from .errors import FsError, StoreUnavailable
@@ -163,6 +166,7 @@ class Tree:
         self._fetch_locks: dict[int, trio.Lock] = {}
         self._dir_paths: dict[int, str] = {}
         self._dir_paths_at = 0
+        self._partials: dict[int, PartialContent] = {}  # ranged stores: partly cached content
         # Set by the FUSE layer: tell the kernel that cached data or names changed.
         self.notify_inode: Callable[[int], None] = lambda ino: None
         self.notify_entry: Callable[[int, bytes], None] = lambda parent, name: None
@@ -395,6 +399,7 @@ class Tree:
             return
         with self.index.transaction():
             self.index.delete_inode(ino)
+        self._drop_partial(ino)
         self.cache.drop_inode(ino, inode.content_gen)
 
     async def setattr(
@@ -914,6 +919,9 @@ class Tree:
             await self._open_content(of)
         if of.fd is None:
             return b""
+        partial = self._partials.get(of.ino)
+        if partial is not None and partial.gen == of.fd_gen and not of.work:
+            await self._fetch_blocks(partial, off, size)
         return os.pread(of.fd, min(size, of.size - off), off)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -982,6 +990,12 @@ class Tree:
             inode = self._get(of.ino)
             if inode.content_gen == 0:
                 return
+            if self.storage.ranged and not self.cache.has(inode.ino, inode.content_gen):
+                # Fetch blocks as reads need them (a seek does not download the file).
+                partial = self._partial(inode)
+                of.fd = os.dup(partial.fd)
+                of.fd_gen = inode.content_gen
+                return
             await self._ensure_cached(inode)
             of.fd = os.open(self.cache.path(of.ino, inode.content_gen), os.O_RDONLY)
             of.fd_gen = inode.content_gen
@@ -990,6 +1004,10 @@ class Tree:
         """Stream a file's sealed content from the store into the cache, once."""
         gen = inode.content_gen
         if self.cache.has(inode.ino, gen):
+            return
+        if self.storage.ranged:
+            partial = self._partial(inode)
+            await self._fetch_blocks(partial, 0, partial.size, whole=True)
             return
         lock = self._fetch_locks.setdefault(inode.ino, trio.Lock())
         async with lock:
@@ -1037,6 +1055,95 @@ class Tree:
                 self.index.update(inode.ino, sha256=digest)
             current = self._get(inode.ino)
         return current
+
+    # -- ranged reads (remote stores) ------------------------------------------------
+
+    def _partial(self, inode: Inode) -> PartialContent:
+        """The sparse cache file of `inode`'s content generation, made on first use."""
+        gen = inode.content_gen
+        partial = self._partials.get(inode.ino)
+        if partial is not None and partial.gen == gen:
+            return partial
+        self._drop_partial(inode.ino)
+        partial = PartialContent(self.cache.part_path(inode.ino, gen), inode.ino, gen, inode.size)
+        self._partials[inode.ino] = partial
+        return partial
+
+    def _drop_partial(self, ino: int, gen: int | None = None) -> None:
+        partial = self._partials.get(ino)
+        if partial is not None and (gen is None or partial.gen == gen):
+            del self._partials[ino]
+            partial.close()
+
+    async def _fetch_blocks(
+        self, partial: PartialContent, off: int, size: int, whole: bool = False
+    ) -> None:
+        """Make bytes [off, off+size) present (with readahead, or the whole file)."""
+        need_first = off // BLOCK_SIZE
+        need_last = max(need_first, (min(off + size, partial.size) - 1) // BLOCK_SIZE)
+        if partial.complete:
+            self._finish_partial(partial)
+            return
+        if not whole and partial.has(need_first, need_last):
+            partial.note(off, size)  # keep track of sequential reads
+            return
+        async with partial.lock:
+            first, last = (0, partial.blocks - 1) if whole else partial.window(off, size)
+            inode = self._get(partial.ino)
+            assert inode.ns_id is not None
+            if partial.etag is None and self.index.pending_for_paths(
+                inode.ns_id, inode.ino, self._store_paths(inode)
+            ):
+                # The store must hold this generation at its path before we read it;
+                # uploads of other files in the project need not be waited for.
+                await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
+            for start, length in partial.missing_ranges(first, last):
+                await self._fetch_range(partial, inode, start, length)
+            if partial.complete:
+                self._finish_partial(partial)
+
+    def _finish_partial(self, partial: PartialContent) -> None:
+        """Every block is here: from now on it is ordinary cached content."""
+        if self._partials.get(partial.ino) is not partial:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(partial.path, self.cache.path(partial.ino, partial.gen))
+        del self._partials[partial.ino]
+        partial.close(unlink=False)
+
+    async def _fetch_range(
+        self, partial: PartialContent, inode: Inode, start: int, length: int
+    ) -> None:
+        assert inode.ns_id is not None
+        timeout = self.config.io_timeout
+        with trio.move_on_after(timeout) as scope:
+            for path in self._store_paths(inode):
+                try:
+                    got = await self.bridge.call(
+                        self.storage.read_range,
+                        inode.ns_id,
+                        path,
+                        start,
+                        length,
+                        partial.fd,
+                        partial.etag,
+                    )
+                except (StoreUnavailable, OSError) as e:
+                    raise FsError(errno.EIO, f"reading {path} from the store failed: {e}") from e
+                if got is None:
+                    continue
+                etag, total = got
+                if total != partial.size:
+                    raise FsError(
+                        errno.EIO,
+                        f"store copy of {path} has {total} bytes, expected {partial.size}",
+                    )
+                partial.etag = etag
+                partial.mark(start, length)
+                return
+            raise FsError(errno.EIO, f"content of inode {inode.ino} is missing from the store")
+        if scope.cancelled_caught:
+            raise FsError(errno.EIO, f"the store did not answer within {timeout:.0f}s")
 
     async def _start_work(self, of: OpenFile, keep: int | None) -> None:
         """Switch an open file to a fresh work generation (copy-on-write)."""
@@ -1098,6 +1205,7 @@ class Tree:
                         )
             of.work = False
             if old != of.fd_gen:
+                self._drop_partial(of.ino, old)
                 self.cache.drop(of.ino, old)
 
     # -- xattrs -------------------------------------------------------------------------
@@ -1138,6 +1246,10 @@ class Tree:
         """Drop clean, closed, least recently used content until within budget."""
         if usage <= self.cache.budget:
             return
+        for ino, partial in list(self._partials.items()):
+            if ino not in self.open_files and not partial.lock.locked():
+                usage -= partial.path.stat().st_blocks * 512 if partial.path.exists() else 0
+                self._drop_partial(ino)
         for ino, gen, path in self.cache.eviction_candidates():
             if usage <= self.cache.budget:
                 return
@@ -1191,6 +1303,7 @@ class Tree:
                 of.fd, of.fd_gen, of.work = None, 0, False
                 of.size, of.mtime_ns, of.ctime_ns = inode.size, inode.mtime_ns, inode.ctime_ns
             if inode is not None:
+                self._drop_partial(ino)
                 self.cache.drop_all(ino, keep=inode.content_gen)
         for ino in {*reopen, *changed}:
             self.notify_inode(ino)
