@@ -150,8 +150,12 @@ class Journal:
         """Apply the first entry, or a run of file operations at once on a local disk."""
         first = entries[0]
         direct = None
-        if Op(first.op) in HOST_OPS and await self._attach(first.ns_id):
-            direct = self.storage.direct(first.ns_id)
+        try:
+            if Op(first.op) in HOST_OPS and await self._attach(first.ns_id):
+                direct = self.storage.direct(first.ns_id)
+        except Exception as e:  # the namespace cannot be opened (yet)
+            await self._failed(first, e)
+            return
         if direct is None:
             try:
                 await self._apply(first)
@@ -179,9 +183,9 @@ class Journal:
             for e in entries:
                 if not e.durable and time.perf_counter() >= deadline:
                     break  # the rest after the FUSE loop had its turn
-                src = self._open_source(e) if Op(e.op) is Op.PUT else None
-                sources.append(src)
                 try:
+                    src = self._open_source(e) if Op(e.op) is Op.PUT else None
+                    sources.append(src)
                     if e.durable:
                         durable = functools.partial(_host_apply, host, e, src)
                         results.append(await trio.to_thread.run_sync(durable))
