@@ -14,6 +14,7 @@ a key prefix per drive): `scripts/test -k s3` runs only the s3 side.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -29,6 +30,16 @@ import pytest
 from harness import Harness
 from motionfs.daemon import is_mounted
 from s3server import S3Server
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
@@ -190,7 +201,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """"local" or "s3": which store the drives of this test use."""
+    """ "local" or "s3": which store the drives of this test use."""
     return str(getattr(request, "param", "local"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NATIVE, Drive
+from conftest import NATIVE, Drive, sha256_of
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="measures the motionfs daemon")
 
@@ -33,14 +33,6 @@ def write_pattern(path: Path, size: int) -> str:
         for i in range(size // MiB):
             chunk = block[i % 256 :] + block[: i % 256]
             f.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
             digest.update(chunk)
     return digest.hexdigest()
 

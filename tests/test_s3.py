@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NATIVE, Drive
+from conftest import NATIVE, Drive, sha256_of
 from s3server import S3Server
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="the s3 store of the motionfs daemon")
@@ -42,14 +42,6 @@ def write_pattern(path: Path, size: int, seed: int = 0) -> str:
         for i in range(0, size, MiB):
             chunk = pattern(min(MiB, size - i), seed + i // MiB)
             f.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -290,9 +282,7 @@ def test_outage_fsync_fails_then_everything_arrives(
         assert (project / name).read_bytes() == data, name
 
 
-def test_mount_refuses_an_unreachable_endpoint(
-    own_s3: S3Server, tmp_path: Path
-) -> None:
+def test_mount_refuses_an_unreachable_endpoint(own_s3: S3Server, tmp_path: Path) -> None:
     own_s3.stop()
     mnt = tmp_path / "mnt"
     done = motionfs(

@@ -79,11 +79,7 @@ class PartialContent:
                 b += 1
                 continue
             start = b
-            while (
-                b <= last
-                and not self.present[b]
-                and (b - start + 1) * BLOCK <= MAX_REQUEST
-            ):
+            while b <= last and not self.present[b] and (b - start + 1) * BLOCK <= MAX_REQUEST:
                 b += 1
             begin = start * BLOCK
             out.append((begin, min(b * BLOCK, self.size) - begin))

@@ -40,6 +40,7 @@ QUIET = 0.25
 MAX_DELAY = 0.5  # never wait longer than this for a pause...
 WORK_SLICE = 0.5  # ...and then work at least this long before waiting again
 BACKLOG = 2000
+STILL_WORKING_POLL = 1.0  # seconds between looks at a slow store past the timeout
 BATCH = 64  # entries applied and recorded at once on a local disk
 INLINE_SLICE = 0.002  # seconds of local store work before the FUSE loop gets a turn
 
@@ -356,28 +357,41 @@ class Journal:
 
     async def wait_for(self, ns_id: str, seq: int, timeout: float) -> None:
         """Wait until entry `seq` (and all before it in ns_id) is applied."""
-        with self._waiting(), trio.move_on_after(timeout) as scope:
-            while True:
-                entries = self.index.next_ops(ns_id, 1)
-                if not entries or entries[0].seq > seq:
-                    return
-                await self._progress.wait()
-        if scope.cancelled_caught:
-            raise StoreUnavailable(
-                self.errors.get(ns_id, f"store did not acknowledge within {timeout:.0f}s")
-            )
+
+        def applied() -> bool:
+            entries = self.index.next_ops(ns_id, 1)
+            return not entries or entries[0].seq > seq
+
+        await self._wait_until(applied, ns_id, timeout)
 
     async def wait_for_uploads(self, ino: int, timeout: float) -> None:
         """Wait until no upload of `ino` is pending (newer ones replace older)."""
-        with self._waiting(), trio.move_on_after(timeout) as scope:
-            while self.index.pending_puts(ino):
-                await self._progress.wait()
-        if scope.cancelled_caught:
-            inode = self.index.get(ino)
-            ns = inode.ns_id if inode is not None else None
-            raise StoreUnavailable(
-                self.errors.get(ns or "", f"store did not acknowledge within {timeout:.0f}s")
-            )
+        inode = self.index.get(ino)
+        ns_id = inode.ns_id if inode is not None else None
+        await self._wait_until(lambda: not self.index.pending_puts(ino), ns_id, timeout)
+
+    async def _wait_until(
+        self, done: Callable[[], bool], ns_id: str | None, timeout: float
+    ) -> None:
+        """Wait until done(); once `timeout` has passed, fail as soon as the store is failing.
+
+        A store that keeps answering (a 4 GiB upload over a slow link) is waited
+        for: only failed attempts (in self.errors, with the client's own bounded
+        timeouts) end the wait with StoreUnavailable, so an unreachable store
+        costs about `timeout`, a slow one costs what it costs.
+        """
+        deadline = trio.current_time() + timeout
+        with self._waiting():
+            while not done():
+                now = trio.current_time()
+                if now >= deadline and (ns_id is None or ns_id in self.errors):
+                    raise StoreUnavailable(
+                        self.errors.get(
+                            ns_id or "", f"store did not acknowledge within {timeout:.0f}s"
+                        )
+                    )
+                with trio.move_on_after(max(deadline - now, STILL_WORKING_POLL)):
+                    await self._progress.wait()
 
     async def drain(self, ns_id: str, timeout: float) -> None:
         last = self.index.last_seq(ns_id)

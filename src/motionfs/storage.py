@@ -547,6 +547,7 @@ class SharedClientS3Provider(S3StorageProvider):
             await self.strict_copy_key(key, target + key[len(base) :])
         await self.strict_delete_keys(keys)
 
+
 class Storage:
     """chuk-artifacts namespaces on one provider: the filesystem provider rooted
     in the store directory, or (with `s3`) the s3 provider in a bucket."""
@@ -750,9 +751,7 @@ class Storage:
         if s3 is not None:
             # Durable when the PUT (or the multipart upload's completion) returns.
             f: BinaryIO = (
-                await asyncio.to_thread(open, source, "rb")
-                if isinstance(source, Path)
-                else source
+                await asyncio.to_thread(open, source, "rb") if isinstance(source, Path) else source
             )
             try:
                 await s3.strict_put(path, f, digest)
