@@ -71,6 +71,7 @@ from .models import NamespaceType, ProviderType, StorageScope
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+ASSEMBLY_TIMEOUT = 900.0  # seconds an S3 server may take to complete a multipart upload
 ESCAPE_SUFFIX = "~mfs"
 HASHED_PREFIX = "~mfs-"
 # filesystem provider: stream_write's temp name is ".tmp_" + 8 random + "_" + name.
@@ -214,6 +215,8 @@ class S3Connection:
         self.session: Any = None
         self._cm: Any = None
         self._client: Any = None
+        self._slow_cm: Any = None
+        self._slow_client: Any = None
 
     async def open(self) -> None:
         import aioboto3
@@ -229,6 +232,12 @@ class S3Connection:
         )
         self._cm = self.session.client("s3", endpoint_url=s.endpoint_url, config=config)
         self._client = await self._cm.__aenter__()
+        # Completing a multipart upload makes the server assemble the object: for
+        # GiBs that can outlast the read timeout of ordinary calls (moto takes over
+        # a minute for 4 GiB), and a retry after a timeout finds the upload gone.
+        slow = config.merge(Config(read_timeout=max(s.read_timeout, ASSEMBLY_TIMEOUT)))
+        self._slow_cm = self.session.client("s3", endpoint_url=s.endpoint_url, config=slow)
+        self._slow_client = await self._slow_cm.__aenter__()
 
     async def check_bucket(self) -> None:
         await self.client.head_bucket(Bucket=self.settings.bucket)
@@ -239,10 +248,19 @@ class S3Connection:
             raise StoreUnavailable("the s3 connection is not open")
         return self._client
 
+    @property
+    def slow_client(self) -> Any:
+        """The same endpoint, for calls the server may take minutes to answer."""
+        if self._slow_client is None:
+            raise StoreUnavailable("the s3 connection is not open")
+        return self._slow_client
+
     async def close(self) -> None:
         cm, self._cm, self._client = self._cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
+        slow, self._slow_cm, self._slow_client = self._slow_cm, None, None
+        for m in (cm, slow):
+            if m is not None:
+                await m.__aexit__(None, None, None)
 
 
 def _missing(e: Exception) -> bool:
@@ -315,6 +333,10 @@ class SharedClientS3Provider(S3StorageProvider):
     @property
     def _c(self) -> Any:
         return self.connection.client
+
+    @property
+    def _slow(self) -> Any:
+        return self.connection.slow_client
 
     async def strict_head(self, path: str) -> dict[str, Any] | None:
         try:
@@ -392,7 +414,7 @@ class SharedClientS3Provider(S3StorageProvider):
                 parts.append({"PartNumber": number, "ETag": r["ETag"]})
                 number += 1
                 del chunk
-            await self._c.complete_multipart_upload(
+            await self._slow.complete_multipart_upload(
                 Bucket=self.bucket_name,
                 Key=key,
                 UploadId=upload_id,
@@ -513,7 +535,7 @@ class SharedClientS3Provider(S3StorageProvider):
                     CopySourceRange=f"bytes={start}-{end}",
                 )
                 parts.append({"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]})
-            await self._c.complete_multipart_upload(
+            await self._slow.complete_multipart_upload(
                 Bucket=self.bucket_name,
                 Key=dst_key,
                 UploadId=upload_id,
