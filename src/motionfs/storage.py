@@ -733,14 +733,6 @@ class Storage:
         except ValueError as e:
             raise StoreUnavailable(f"namespace {ns_id} is not attached") from e
 
-    def _local_path(self, ns_id: str, path: str) -> Path | None:
-        """The host path of a filesystem-provider node (for fsync and rmtree)."""
-        provider = self.vfs(ns_id).provider
-        root = getattr(provider, "root_path", None)
-        if root is None:
-            return None
-        return Path(root) / path.lstrip("/")
-
     # -- bytes --------------------------------------------------------------
 
     @_store_errors
@@ -804,17 +796,19 @@ class Storage:
         return digest.hexdigest()
 
     async def _fsync(self, ns_id: str, path: str) -> None:
-        local = self._local_path(ns_id, path)
-        if local is None:
+        """On a local disk, flush a file the library wrote and its directory."""
+        direct = self.direct(ns_id)
+        if direct is None:
             return
+        local = direct.host(path)
 
         def sync() -> None:
-            for target in (local, local.parent):
-                fd = os.open(target, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            fd = os.open(local, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(local.parent)
 
         await asyncio.to_thread(sync)
 
@@ -867,9 +861,9 @@ class Storage:
     @_store_errors
     async def remove(self, ns_id: str, path: str) -> None:
         """Remove a file or a whole directory tree; a missing path is fine."""
-        local = self._local_path(ns_id, path)
-        if local is not None:
-            await asyncio.to_thread(_remove_local, local)
+        direct = self.direct(ns_id)
+        if direct is not None:
+            await asyncio.to_thread(direct.remove, path)
             return
         s3 = self._s3(ns_id)
         if s3 is not None:
