@@ -1,6 +1,9 @@
 """A real S3-compatible endpoint on 127.0.0.1 for tests and benchmarks.
 
-`python -m moto.server` holds the objects (in its own process, in memory).
+moto's server holds the objects (in its own process, in memory), as
+`python -m moto.server` runs it, with one difference: like real S3 it refuses
+object keys longer than 1024 bytes (400 KeyTooLongError) when an object is
+written (PUT, CopyObject, multipart uploads); moto alone accepts them.
 Clients talk to it through a small TCP relay process on a second port, which
 is the endpoint they are given: `stop()` kills the relay (new connections are
 refused, open ones are cut, like a server that went away) and `start()`
@@ -184,7 +187,7 @@ class S3Server:
             self._saved_env[k] = os.environ.get(k)
             os.environ[k] = v
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self._moto_port)],
+            [sys.executable, __file__, "moto", "127.0.0.1", str(self._moto_port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -254,5 +257,94 @@ class S3Server:
         return data
 
 
+# -- moto, with real S3's key length limit ---------------------------------------------
+
+MAX_KEY_BYTES = 1024  # S3's limit on an object key, in bytes of UTF-8
+_KEY_TOO_LONG = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Error><Code>KeyTooLongError</Code><Message>Your key is too long</Message>"
+    "<Size>{size}</Size><MaxSizeAllowed>{limit}</MaxSizeAllowed>"
+    "<RequestId>{rid}</RequestId><HostId>{rid}</HostId></Error>"
+)
+
+
+class RefuseLongKeys:
+    """WSGI middleware: answer a write of an object whose key is longer than
+    S3 allows as S3 does (400 KeyTooLongError); pass everything else to moto.
+
+    Writes are PUT (PutObject, CopyObject's destination, UploadPart and
+    UploadPartCopy) and POST ?uploads / ?uploadId (CreateMultipartUpload,
+    CompleteMultipartUpload). Path-style addressing (/bucket/key), as clients
+    of an endpoint on 127.0.0.1 use.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        size = self._written_key_size(environ)
+        if size is None or size <= MAX_KEY_BYTES:
+            return self.app(environ, start_response)
+        from werkzeug.wsgi import get_input_stream
+
+        # Read the body the client sends anyway, so the connection stays usable.
+        stream = get_input_stream(environ)
+        while stream.read(1 << 16):
+            pass
+        body = _KEY_TOO_LONG.format(size=size, limit=MAX_KEY_BYTES, rid=uuid.uuid4().hex)
+        data = body.encode()
+        start_response(
+            "400 Bad Request",
+            [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    @staticmethod
+    def _written_key_size(environ: dict[str, Any]) -> int | None:
+        """Bytes of the object key a request writes; None if it writes no object."""
+        import urllib.parse
+
+        method = environ.get("REQUEST_METHOD", "")
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if method == "POST":
+            if "uploads" not in query and "uploadId" not in query:
+                return None
+        elif method != "PUT":
+            return None
+        # PATH_INFO holds the path's bytes, percent-decoded, as latin-1 (PEP 3333).
+        raw = str(environ.get("PATH_INFO", "")).encode("latin-1")
+        parts = raw.lstrip(b"/").split(b"/", 1)
+        if len(parts) < 2 or not parts[1]:
+            return None  # a bucket, not an object
+        return len(parts[1])
+
+
+def _serve_moto(host: str, port: int) -> None:
+    """What `python -m moto.server -H host -p port` does, behind RefuseLongKeys."""
+    import signal
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    os.environ.setdefault("MOTO_PORT", str(port))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: sys.exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # type: ignore[attr-defined]
+    run_simple(
+        host,
+        port,
+        RefuseLongKeys(app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["relay"]:
     _serve_relay(int(sys.argv[2]), int(sys.argv[3]))
+elif __name__ == "__main__" and sys.argv[1:2] == ["moto"]:
+    _serve_moto(sys.argv[2], int(sys.argv[3]))

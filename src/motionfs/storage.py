@@ -29,12 +29,18 @@ tests/test_library_quirks.py):
   or multipart upload, ranged GETs, server-side copies), at the keys the
   provider itself uses, so the library's VFS sees the same files.
 
-For the filesystem provider the journal's file work goes straight to the
+For the filesystem provider every byte operation goes straight to the
 provider's directory (`HostTree`): the on-disk layout is the provider's own
 (a file at its path, written through a temp file and a rename, as its
 stream_write does), pinned by the quirk tests, and it costs a few system calls
-instead of milliseconds of library work per file. Content is hard-linked from
-the cache when both share a disk: sealed cache generations never change.
+instead of milliseconds of library work per file. HostTree walks directories
+by file descriptor, so store paths longer than PATH_MAX work, and never writes
+a file in place, so a crash leaves no partial file at a name (temp files it
+leaves are swept at start). Content is hard-linked from the cache when both
+share a disk: sealed cache generations never change.
+
+`is_permanent` tells failures that retrying cannot fix (a name too long, a
+key S3 refuses) from those that may pass, through `_store_errors`' wrapping.
 """
 
 from __future__ import annotations
@@ -42,17 +48,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar
 
@@ -65,7 +76,7 @@ from chuk_virtual_fs.providers import register_provider
 from chuk_virtual_fs.providers.s3 import S3StorageProvider
 from pydantic import BaseModel
 
-from .errors import StoreUnavailable
+from .errors import FsError, StoreUnavailable
 from .models import NamespaceType, ProviderType, StorageScope
 
 log = logging.getLogger(__name__)
@@ -134,6 +145,68 @@ def _store_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise StoreUnavailable(f"{type(e).__name__}: {e}") from e
 
     return wrapper
+
+
+# Failures that the same operation will meet again however often it is retried.
+PERMANENT_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EFBIG}
+)
+PERMANENT_S3_CODES = frozenset(
+    {"KeyTooLongError", "InvalidArgument", "EntityTooLarge", "InvalidObjectName"}
+)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True when retrying the operation that failed with `error` cannot help
+    (a name or path too long, a file in the way, an object S3 refuses), False
+    for failures that may pass (a full disk, I/O errors, the endpoint down,
+    timeouts, 5xx, SlowDown) and for anything unknown.
+
+    The first error with an errno (OSError, FsError) or an S3 error code
+    decides; wrappers without one (StoreUnavailable from `_store_errors`, the
+    libraries' retry errors, exception groups) are looked through, by their
+    `__cause__`, `__context__`, members or last attempt.
+    """
+    queue: list[BaseException] = [error]
+    seen: set[int] = set()
+    while queue:
+        e = queue.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        verdict = _permanence(e)
+        if verdict is not None:
+            return verdict
+        queue.extend(_underlying(e))
+    return False
+
+
+def _permanence(e: BaseException) -> bool | None:
+    if isinstance(e, OSError | FsError) and isinstance(e.errno, int):
+        return e.errno in PERMANENT_ERRNOS
+    response = getattr(e, "response", None)  # botocore's ClientError
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code) in PERMANENT_S3_CODES
+    return None
+
+
+def _underlying(e: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    if e.__cause__ is not None:
+        found.append(e.__cause__)
+    if e.__context__ is not None and not e.__suppress_context__:
+        found.append(e.__context__)
+    if isinstance(e, BaseExceptionGroup):
+        found.extend(e.exceptions)
+    last = getattr(e, "last_attempt", None)  # tenacity's RetryError
+    if last is not None:
+        with contextlib.suppress(Exception):
+            inner = last.exception()
+            if isinstance(inner, BaseException):
+                found.append(inner)
+    return found
 
 
 class NamespaceRecord(BaseModel):
@@ -719,7 +792,7 @@ class Storage:
         await self.store.destroy_namespace(record.ns_id)
         root = record.provider_config.get("root_path")
         if record.provider_type is ProviderType.FILESYSTEM and root:
-            await asyncio.to_thread(shutil.rmtree, root, True)
+            await asyncio.to_thread(_destroy_root, Path(root))
 
     def direct(self, ns_id: str) -> HostTree | None:
         """The namespace's host directory when its provider keeps files on this disk."""
@@ -734,9 +807,18 @@ class Storage:
             raise StoreUnavailable(f"namespace {ns_id} is not attached") from e
 
     # -- bytes --------------------------------------------------------------
+    #
+    # A filesystem-provider namespace (`direct` is not None) is worked on through
+    # its HostTree: by file descriptor (paths beyond PATH_MAX work) and through
+    # temp files and renames (a crash never leaves a partial file at a name).
+    # The library's own filesystem calls do neither.
 
     @_store_errors
     async def mkdirs(self, ns_id: str, path: str) -> None:
+        direct = self.direct(ns_id)
+        if direct is not None:
+            await asyncio.to_thread(direct.mkdirs, path)
+            return
         s3 = self._s3(ns_id)
         if s3 is not None:
             await s3.strict_mkdirs(path)
@@ -760,6 +842,19 @@ class Storage:
         `source` may be an open file: the caller opened it so that a newer
         version replacing the file meanwhile cannot pull it away.
         """
+        direct = self.direct(ns_id)
+        if direct is not None:
+            host = direct
+
+            def put_local() -> str:
+                f = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115
+                with f:
+                    sha = file_sha256(f)
+                    # Copied: the caller's file may change after this returns.
+                    host.put(path, f, durable, link=False)
+                return sha
+
+            return await asyncio.to_thread(put_local)
         digest = hashlib.sha256()
         s3 = self._s3(ns_id)
         if s3 is not None:
@@ -791,26 +886,8 @@ class Storage:
             f.close()
         if not ok:
             raise StoreUnavailable(f"writing {path} in {ns_id} failed")
-        if durable:
-            await self._fsync(ns_id, path)
+        # Not a local disk (that is HostTree's): nothing here to fsync.
         return digest.hexdigest()
-
-    async def _fsync(self, ns_id: str, path: str) -> None:
-        """On a local disk, flush a file the library wrote and its directory."""
-        direct = self.direct(ns_id)
-        if direct is None:
-            return
-        local = direct.host(path)
-
-        def sync() -> None:
-            fd = os.open(local, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _fsync_dir(local.parent)
-
-        await asyncio.to_thread(sync)
 
     @_store_errors
     async def get(self, ns_id: str, path: str, dest: Path) -> bool:
@@ -833,6 +910,9 @@ class Storage:
 
     @_store_errors
     async def exists(self, ns_id: str, path: str) -> bool:
+        direct = self.direct(ns_id)
+        if direct is not None:
+            return await asyncio.to_thread(direct.exists, path)
         s3 = self._s3(ns_id)
         if s3 is not None:
             return await s3.strict_exists(path)
@@ -880,6 +960,10 @@ class Storage:
     @_store_errors
     async def move(self, ns_id: str, src: str, dst: str) -> None:
         """Rename, replacing `dst`. Re-running after a crash is harmless."""
+        direct = self.direct(ns_id)
+        if direct is not None:
+            await asyncio.to_thread(direct.move, src, dst)
+            return
         s3 = self._s3(ns_id)
         if s3 is not None:
             await s3.strict_move(src, dst)
@@ -897,14 +981,28 @@ class Storage:
     async def copy(self, ns_id: str, src: str, dst: str, if_missing: bool = False) -> bool:
         """Copy a file within a namespace, atomically replacing `dst`.
 
-        With if_missing an existing `dst` is kept (content-addressed objects).
-        False when `src` does not exist.
+        With if_missing an existing `dst` of `src`'s size is kept
+        (content-addressed objects); one of another size (a leftover of an
+        interrupted write) is replaced. False when `src` does not exist
+        (with if_missing: and `dst` does not either).
         """
-        if if_missing and await self.exists(ns_id, dst):
-            return True
+        direct = self.direct(ns_id)
+        if direct is not None:
+            return await asyncio.to_thread(direct.copy, src, dst, if_missing)
         s3 = self._s3(ns_id)
         if s3 is not None:
-            return await s3.strict_copy(src, dst)  # server-side
+            head = await s3.strict_head(src)
+            if head is None:
+                return if_missing and await s3.strict_exists(dst)
+            size = int(head["ContentLength"])
+            if if_missing:
+                have = await s3.strict_head(dst)
+                if have is not None and int(have["ContentLength"]) == size:
+                    return True
+            await s3.strict_copy_key(s3.key(src), s3.key(dst), size)  # server-side
+            return True
+        if if_missing and await self.exists(ns_id, dst):
+            return True
         tmp_dir = self.data_root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
@@ -920,6 +1018,10 @@ class Storage:
 
     @_store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:
+        direct = self.direct(ns_id)
+        if direct is not None:
+            await asyncio.to_thread(direct.write_small, path, data)
+            return
         s3 = self._s3(ns_id)
         if s3 is not None:
             await s3.strict_write(path, data)
@@ -931,6 +1033,9 @@ class Storage:
 
     @_store_errors
     async def read_small(self, ns_id: str, path: str) -> bytes | None:
+        direct = self.direct(ns_id)
+        if direct is not None:
+            return await asyncio.to_thread(direct.read_small, path)
         s3 = self._s3(ns_id)
         if s3 is not None:
             return await s3.strict_read(path)
@@ -940,91 +1045,754 @@ class Storage:
         data = await vfs.read_file(path)
         return data.encode() if isinstance(data, str) else data
 
+    # -- leftovers of interrupted work (call at start, before any store work) ----
+
+    def sweep_temps(self, ns_id: str) -> int:
+        """Remove the temp files interrupted writes left in a local namespace;
+        return how many (0 for other namespaces). Blocking."""
+        direct = self.direct(ns_id)
+        return 0 if direct is None else direct.sweep_temps()
+
+    def sweep_store_tmp(self) -> int:
+        """Empty the store's own temp directory (`copy` through a local file);
+        return how many entries were removed. Blocking."""
+        try:
+            fd = os.open(self.data_root / "tmp", _ROOT_FLAGS)
+        except FileNotFoundError:
+            return 0
+        try:
+            with os.scandir(fd) as it:
+                names = [entry.name for entry in it]
+            for name in names:
+                _remove_at(fd, name)
+        finally:
+            os.close(fd)
+        return len(names)
+
+    # -- what fsck asks --------------------------------------------------------
+
+    def token_of(self, record: NamespaceRecord) -> str:
+        """The namespace's folder (local) or key-prefix (s3) name in the store."""
+        where = record.provider_config.get("root_path") or record.provider_config.get("prefix")
+        return str(where).rstrip("/").rsplit("/", 1)[-1]
+
+    def token_config(self, token: str) -> dict[str, Any]:
+        """The provider config of the namespace stored under `token` in this store."""
+        if self.s3 is not None:
+            return {"bucket_name": self.s3.bucket, "prefix": self.s3.namespace_prefix(token)}
+        return {"root_path": str(self.data_root / "ns" / token)}
+
+    def _token_host(self, token: str) -> HostTree:
+        return HostTree(self.data_root / "ns" / token)
+
+    @_store_errors
+    async def store_tokens(self) -> list[str]:
+        """The names of every namespace the store holds, known to the index or not."""
+        if self.s3 is not None:
+            assert self._s3_conn is not None
+            base = self.s3.namespace_prefix("")
+            tokens: list[str] = []
+            paginator = self._s3_conn.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.s3.bucket, Prefix=base, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    tokens.append(str(common["Prefix"])[len(base) :].rstrip("/"))
+            return sorted(tokens)
+        folder = self.data_root / "ns"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+
+    @_store_errors
+    async def list_files(self, token: str) -> list[tuple[str, int]]:
+        """(store path, size) of every file of the namespace stored under `token`
+        (sidecars and the libraries' own files included)."""
+        if self.s3 is not None:
+            assert self._s3_conn is not None
+            base = self.s3.namespace_prefix(token) + "/"
+            found: list[tuple[str, int]] = []
+            paginator = self._s3_conn.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.s3.bucket, Prefix=base):
+                for obj in page.get("Contents", []):
+                    key = str(obj["Key"])
+                    if not key.endswith("/"):  # directory markers
+                        found.append(("/" + key[len(base) :], int(obj["Size"])))
+            return found
+        return await asyncio.to_thread(self._token_host(token).files)
+
+    @_store_errors
+    async def namespace_exists(self, record: NamespaceRecord) -> bool:
+        if self.s3 is not None:
+            return bool(await self.list_files(self.token_of(record)))
+        return (self.data_root / "ns" / self.token_of(record)).is_dir() or Path(
+            str(record.provider_config.get("root_path", ""))
+        ).is_dir()
+
+    @_store_errors
+    async def read_record(self, token: str, path: str) -> bytes | None:
+        """A small file of a namespace the index may not know (by its token)."""
+        if self.s3 is not None:
+            assert self._s3_conn is not None
+            key = f"{self.s3.namespace_prefix(token)}/{path.lstrip('/')}"
+            try:
+                got = await self._s3_conn.client.get_object(Bucket=self.s3.bucket, Key=key)
+                async with got["Body"] as body:
+                    data: bytes = await body.read()
+                    return data
+            except Exception as e:
+                if _missing(e):
+                    return None
+                raise
+        return await asyncio.to_thread(self._token_host(token).read_small, path)
+
+    async def describe_token(self, token: str, user: str) -> NamespaceRecord | None:
+        """A new record for a namespace that has none of its own (made before
+        motionfs kept one): a project if it looks like a workspace, else a blob."""
+        files = {p for p, _z in await self.list_files(token)}
+        if not files:
+            return None
+        kind = (
+            NamespaceType.WORKSPACE
+            if any(p.startswith("/.workspace/") for p in files) or BLOB_DATA_PATH not in files
+            else NamespaceType.BLOB
+        )
+        ns_id = f"ns-{uuid.uuid4().hex[:12]}"
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        provider = "vfs-filesystem" if self.s3 is None else ProviderType.S3.value
+        info = ChukNamespaceInfo(
+            namespace_id=ns_id,
+            type=_TO_CHUK_TYPE[kind],
+            name=token,
+            provider_type=provider,
+            scope=ChukStorageScope.USER,
+            session_id=f"sess-{user}-adopted",
+            sandbox_id=self.sandbox_id,
+            user_id=user,
+            owner_id=user,
+            created_at=now,
+            expires_at=None,
+            ttl_seconds=0,
+            grid_path=f"grid/{self.sandbox_id}/user-{user}/{ns_id}",
+            metadata={},
+        )
+        return NamespaceRecord(
+            ns_id=ns_id,
+            kind=kind,
+            name=token,
+            scope=StorageScope.USER,
+            user_id=user,
+            session_id=info.session_id,
+            provider_type=self.provider,
+            provider_config=self.token_config(token),
+            grid_path=info.grid_path,
+            created_at=now,
+            expires_at=None,
+            info_json=info.model_dump_json(),
+        )
+
+    @_store_errors
+    async def size_of(self, ns_id: str, path: str) -> int | None:
+        """The size of the store's copy at `path`; None if there is none."""
+        s3 = self._s3(ns_id)
+        if s3 is not None:
+            head = await s3.strict_head(path)
+            return None if head is None else int(head["ContentLength"])
+        direct = self.direct(ns_id)
+        if direct is None:
+            raise StoreUnavailable(f"namespace {ns_id} is neither on this disk nor in s3")
+        return await asyncio.to_thread(direct.size, path)
+
+    @_store_errors
+    async def sha256_of(self, ns_id: str, path: str) -> str | None:
+        """The sha256 of the store's copy at `path` (an s3 object is read whole)."""
+        direct = self.direct(ns_id)
+        if direct is not None:
+            return await asyncio.to_thread(direct.sha256, path)
+        tmp_dir = self.data_root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            if not await self.get(ns_id, path, tmp):
+                return None
+            with open(tmp, "rb") as f:
+                return await asyncio.to_thread(file_sha256, f)
+        finally:
+            tmp.unlink(missing_ok=True)
+
 
 class HostTree:
     """File work done directly in a filesystem-provider namespace's directory.
 
     Paths are store paths (already escaped by `store_name`). Every method is
-    idempotent, blocking, and raises OSError on failure (the journal retries).
+    idempotent, blocking, and raises OSError on failure (the journal retries
+    what `is_permanent` does not rule out).
+
+    The tree is walked one directory at a time by file descriptor (openat,
+    mkdirat, renameat, linkat, unlinkat...): no whole host path is ever given
+    to the kernel, so a store path longer than PATH_MAX works like a short
+    one, and a symlink planted in the tree is never followed. A file is only
+    ever replaced through a temp file in its directory and a rename: after a
+    crash at any point the name holds the old or the new content, never a
+    part of it, and at worst a temp file is left that `sweep_temps` removes.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def host(self, path: str) -> Path:
+        """The host path of `path`, to look at (it may be longer than PATH_MAX)."""
         return self.root / path.lstrip("/")
 
-    def put(self, path: str, source: BinaryIO, durable: bool = False) -> None:
+    # -- walking by file descriptor ------------------------------------------
+
+    def _open_root(self, create: bool) -> int | None:
+        try:
+            return os.open(self.root, _ROOT_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                return None
+        os.makedirs(self.root, exist_ok=True)
+        return os.open(self.root, _ROOT_FLAGS)
+
+    def _open_dir(self, names: list[str], create: bool) -> int | None:
+        """An fd of the directory root/names...; None if it is missing (not
+        created) or something else is in the way (only when not creating)."""
+        fd = self._open_root(create)
+        if fd is None:
+            return None
+        done = False
+        try:
+            for name in names:
+                sub = _open_subdir(fd, name, create)
+                if sub is None:
+                    return None
+                os.close(fd)
+                fd = sub
+            done = True
+            return fd
+        finally:
+            if not done:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, path: str, create: bool = False) -> Iterator[tuple[int, str] | None]:
+        """(fd of the directory holding `path`, its name); None if that is missing."""
+        names = _parts(path)
+        if not names:
+            raise IsADirectoryError(errno.EISDIR, "the namespace root is a directory", path)
+        fd = self._open_dir(names[:-1], create)
+        if fd is None:
+            yield None
+            return
+        try:
+            yield fd, names[-1]
+        finally:
+            os.close(fd)
+
+    # -- operations ---------------------------------------------------------------
+
+    def put(self, path: str, source: BinaryIO, durable: bool = False, link: bool = True) -> None:
         """Atomically replace `path` with the content of the open file `source`.
 
+        With `link`, the file is hard-linked when it can be: only for files
+        that never change once written (the cache's sealed generations).
         No hash is computed here (the index computes one on first need), so an
         fsync costs what the disk's own flush costs.
         """
-        dest = self.host(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # The provider's own temp-name pattern, so its 14 bytes of room suffice.
-        tmp = dest.with_name(f".tmp_{secrets.token_hex(4)}_{dest.name}")
-        try:
+        with self._parent(path, create=True) as at:
+            assert at is not None
+            dfd, name = at
+            tmp = _temp_name(name)
+            # By name: the open file pins the content; if the name is gone (a
+            # newer generation superseded it) or on another disk, copy.
+            linked = link and _link_source(source, dfd, tmp)
+            fd = -1
             try:
-                # By name: the open file pins the content; if the name is gone (a
-                # newer generation superseded it) or on another disk, copy. Empty
-                # files are made anew (the cache's one empty file is shared).
-                if os.fstat(source.fileno()).st_size == 0:
-                    raise OSError("empty")
-                os.link(source.name, tmp)
-                content = source.fileno()
-            except (OSError, TypeError):
-                with open(tmp, "wb") as out:
-                    source.seek(0)
-                    shutil.copyfileobj(source, out, CHUNK)
-                content = -1
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if durable:
-            # Rename first, then flush: on journaling filesystems the file's
-            # flush commits the rename too, and the directory's costs little.
-            if content < 0:
-                fd = os.open(dest, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
+                if linked:
+                    content = source.fileno()
+                else:
+                    fd = content = os.open(tmp, _NEW_FLAGS, 0o666, dir_fd=dfd)
+                    with open(fd, "wb", closefd=False) as out:
+                        if source.seekable():  # else a stream (a pipe): from where it is
+                            source.seek(0)
+                        shutil.copyfileobj(source, out, CHUNK)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                if linked:  # rename(2) of two links of one file leaves both: drop ours
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                if fd >= 0:
                     os.close(fd)
-            else:
-                os.fsync(content)
-            _fsync_dir(dest.parent)
+                raise
+            try:
+                if durable:
+                    # Rename first, then flush: on journaling filesystems the file's
+                    # flush commits the rename too, and the directory's costs little.
+                    os.fsync(content)
+                    os.fsync(dfd)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
     def get(self, path: str, dest: Path) -> bool:
-        """Put the content of `path` at the local file `dest`; False if missing."""
-        src = self.host(path)
-        if not src.is_file():
-            return False
-        dest.unlink(missing_ok=True)
+        """Put the content of `path` at the local file `dest`; False if missing.
+
+        `dest` is a short local path (the cache's): linked when on the same
+        disk, else copied.
+        """
+        with self._parent(path) as at:
+            if at is None:
+                return False
+            dfd, name = at
+            fd = _open_file(dfd, name)
+            if fd is None:
+                return False
+            try:
+                dest.unlink(missing_ok=True)
+                try:
+                    os.link(name, dest, src_dir_fd=dfd, follow_symlinks=False)
+                    linked = True
+                except OSError:
+                    linked = False
+                if not linked:
+                    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+                    try:
+                        _copy_fd(fd, out)
+                    finally:
+                        os.close(out)
+            finally:
+                os.close(fd)
+            return True
+
+    def exists(self, path: str) -> bool:
+        """Whether anything (file, directory...) is at `path`."""
+        if not _parts(path):
+            return self.root.is_dir()
+        with self._parent(path) as at:
+            return at is not None and _lstat(*at) is not None
+
+    def read_small(self, path: str) -> bytes | None:
+        """The whole content of the file `path`; None if it is not a file."""
+        with self._parent(path) as at:
+            if at is None:
+                return None
+            fd = _open_file(*at)
+            if fd is None:
+                return None
+            with open(fd, "rb") as f:
+                return f.read()
+
+    def write_small(self, path: str, data: bytes) -> None:
+        """Atomically replace `path` with `data` (temp file, then rename)."""
+
+        def fill(fd: int) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
+        with self._parent(path, create=True) as at:
+            assert at is not None
+            _replace_via_temp(*at, fill)
+
+    def copy(self, src: str, dst: str, if_missing: bool = False) -> bool:
+        """Copy the file `src` to `dst`, atomically replacing it; False if `src`
+        is missing.
+
+        With if_missing an existing file `dst` of `src`'s size is kept
+        (content-addressed objects): a different size is a leftover and is
+        replaced. When `src` is gone, an existing `dst` is kept (True).
+        """
+        with self._parent(src) as at:
+            sfd = None if at is None else _open_file(*at)
+        if sfd is None:
+            return if_missing and self.exists(dst)
         try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copyfile(src, dest)
-        return True
+            size = os.fstat(sfd).st_size
+            with self._parent(dst, create=True) as d_at:
+                assert d_at is not None
+                if if_missing:
+                    st = _lstat(*d_at)
+                    if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size:
+                        return True
+                _replace_via_temp(*d_at, functools.partial(_copy_fd, sfd))
+            return True
+        finally:
+            os.close(sfd)
 
     def mkdirs(self, path: str) -> None:
-        self.host(path).mkdir(parents=True, exist_ok=True)
+        fd = self._open_dir(_parts(path), create=True)
+        assert fd is not None
+        os.close(fd)
 
     def remove(self, path: str) -> None:
-        _remove_local(self.host(path))
+        """Remove a file or a whole tree (and the provider's `.meta` sidecar
+        beside it); a missing path is fine. "/" removes the namespace root."""
+        if not _parts(path):
+            try:
+                pfd = os.open(self.root.parent, _ROOT_FLAGS)
+            except FileNotFoundError:
+                return
+            try:
+                _remove_at(pfd, self.root.name)
+            finally:
+                os.close(pfd)
+            return
+        with self._parent(path) as at:
+            if at is None:
+                return
+            dfd, name = at
+            _remove_at(dfd, name)
+            sidecar = _sidecar(name)
+            if sidecar is not None:
+                _remove_at(dfd, sidecar)
 
     def move(self, src: str, dst: str) -> None:
-        """Rename, replacing `dst`; a missing `src` was moved already."""
-        s, d = self.host(src), self.host(dst)
-        if not os.path.lexists(s):
+        """Rename, replacing `dst` (and carrying the `.meta` sidecar); a missing
+        `src` was moved already."""
+        if _parts(src) == _parts(dst):
             return
-        if os.path.lexists(d):
-            _remove_local(d)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(s, d)
-        sidecar = s.with_name(s.name + ".meta")
-        if sidecar.exists():
-            os.replace(sidecar, d.with_name(d.name + ".meta"))
+        with self._parent(src) as s_at:
+            if s_at is None:
+                return
+            sfd, sname = s_at
+            s_side = _sidecar(sname)
+            has_side = s_side is not None and _lstat(sfd, s_side) is not None
+            s_st = _lstat(sfd, sname)
+            if s_st is None:
+                # Moved before a crash: finish carrying the sidecar, if that is left.
+                if has_side:
+                    with self._parent(dst) as d_at:
+                        if d_at is not None and _lstat(*d_at) is not None:
+                            _move_sidecar(sfd, sname, *d_at)
+                return
+            with self._parent(dst, create=True) as d_at:
+                assert d_at is not None
+                dfd, dname = d_at
+                d_side = _sidecar(dname)
+                if not has_side and d_side is not None:
+                    _remove_at(dfd, d_side)  # the old target's sidecar is not ours
+                d_st = _lstat(dfd, dname)
+                if d_st is not None and (
+                    stat.S_ISDIR(d_st.st_mode)
+                    or stat.S_ISDIR(s_st.st_mode)
+                    or (d_st.st_dev, d_st.st_ino) == (s_st.st_dev, s_st.st_ino)
+                ):
+                    # rename() cannot replace a directory that is not empty, nor a
+                    # file by a directory; and it keeps both names of one inode.
+                    _remove_at(dfd, dname)
+                os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                if has_side:
+                    _move_sidecar(sfd, sname, dfd, dname)
+
+    def size(self, path: str) -> int | None:
+        """The size of the file at `path`; None if there is no file."""
+        with self._parent(path) as at:
+            st = None if at is None else _lstat(*at)
+        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
+
+    def sha256(self, path: str) -> str | None:
+        with self._parent(path) as at:
+            fd = None if at is None else _open_file(*at)
+        if fd is None:
+            return None
+        with open(fd, "rb") as f:
+            return file_sha256(f)
+
+    def files(self) -> list[tuple[str, int]]:
+        """(store path, size) of every file below the root (walked by descriptor)."""
+        found: list[tuple[str, int]] = []
+        root = self._open_root(create=False)
+        if root is None:
+            return found
+
+        def walk(fd: int, prefix: str) -> None:
+            for sub in _scan(fd, lambda dfd, e: found.append((prefix + e.name, _size(e)))):
+                child = _open_subdir(fd, sub, create=False)
+                if child is not None:
+                    try:
+                        walk(child, prefix + sub + "/")
+                    finally:
+                        os.close(child)
+
+        try:
+            walk(root, "/")
+        finally:
+            os.close(root)
+        return found
+
+    def sweep_temps(self) -> int:
+        """Remove temp files (ours and the provider's stream_write's) that an
+        interrupted write left anywhere in the tree; return how many.
+
+        Only while nothing writes to the namespace (at start, before the journal
+        runs): a temp file of a write in progress would be pulled away.
+        """
+        fd = self._open_root(create=False)
+        if fd is None:
+            return 0
+        removed = 0
+
+        def on_file(dfd: int, entry: os.DirEntry[str]) -> None:
+            nonlocal removed
+            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=dfd)
+                    removed += 1
+
+        try:
+            _walk_below(fd, on_file, None)
+        finally:
+            os.close(fd)
+        return removed
+
+
+# Directories are opened without following symlinks (the root itself may be one).
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO someone put in the tree must not hang.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+NAME_MAX = 255  # bytes in one name
+# Temp files: ours (".tmp_" + 8 hex digits [+ "_" + name]) and those of the
+# provider's stream_write (tempfile.mkstemp: ".tmp_" + 8 of [a-z0-9_] + "_" + name).
+_TEMP_NAME = re.compile(r"\.tmp_[a-z0-9_]{8}(?:_|\Z)", re.DOTALL)
+
+
+def _parts(path: str) -> list[str]:
+    names = [n for n in path.split("/") if n]
+    for n in names:
+        if n in (".", "..") or "\0" in n:
+            raise OSError(errno.EINVAL, f"not a store path: {path!r}")
+    return names
+
+
+def _temp_name(name: str) -> str:
+    """`.tmp_<hex>_<name>` (the provider's pattern: 14 bytes beside the name,
+    which MAX_PLAIN_NAME leaves), or `.tmp_<hex>` when that would not fit."""
+    token = secrets.token_hex(4)
+    tmp = f".tmp_{token}_{name}"
+    return tmp if len(os.fsencode(tmp)) <= NAME_MAX else f".tmp_{token}"
+
+
+def _sidecar(name: str) -> str | None:
+    """The filesystem provider's metadata file beside `name` (None: cannot exist)."""
+    side = name + ".meta"
+    return side if len(os.fsencode(side)) <= NAME_MAX else None
+
+
+def _open_subdir(fd: int, name: str, create: bool) -> int | None:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except NotADirectoryError:  # a file or a symlink is in the way
+        if not create:
+            return None
+        raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=fd)
+    return os.open(name, _DIR_FLAGS, dir_fd=fd)
+
+
+def _open_file(dfd: int, name: str) -> int | None:
+    """An fd of the regular file `name` in `dfd`; None if there is none."""
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _lstat(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _link_source(source: BinaryIO, dfd: int, tmp: str) -> bool:
+    """Hard-link the open file `source` (by its name) as `tmp` in `dfd`.
+
+    False when that cannot be done: no name, the name is gone or is another
+    file now, another disk; or the file is empty (empty files are made anew,
+    the cache's one empty file is shared).
+    """
+    try:
+        st = os.fstat(source.fileno())
+        name = source.name
+        if st.st_size == 0 or not isinstance(name, str | bytes):
+            return False
+        os.link(name, tmp, dst_dir_fd=dfd)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+    linked = _lstat(dfd, tmp)
+    if linked is None or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dfd)
+        return False
+    return True
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    """Copy the whole file `src` into the empty file `dst` (in the kernel when it can)."""
+    size = os.fstat(src).st_size
+    offset = 0
+    in_kernel = True
+    while in_kernel and offset < size:
+        try:
+            n = os.copy_file_range(src, dst, size - offset, offset, offset)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            n = 0
+        in_kernel = n > 0
+        offset += n
+    # Whatever copy_file_range did not do (another disk, a file that grew).
+    while chunk := os.pread(src, CHUNK, offset):
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(dst, view, offset)
+            offset += written
+            view = view[written:]
+
+
+def _replace_via_temp(dfd: int, name: str, fill: Callable[[int], None]) -> None:
+    """Write a temp file beside `name` with `fill(fd)`, then rename it over `name`."""
+    tmp = _temp_name(name)
+    fd = os.open(tmp, _NEW_FLAGS, 0o666, dir_fd=dfd)
+    try:
+        try:
+            fill(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+
+
+def _move_sidecar(sfd: int, sname: str, dfd: int, dname: str) -> None:
+    s_side, d_side = _sidecar(sname), _sidecar(dname)
+    assert s_side is not None
+    if d_side is None:  # no sidecar can sit beside a name that long
+        _remove_at(sfd, s_side)
+    else:
+        os.replace(s_side, d_side, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+
+def _remove_at(dfd: int, name: str) -> None:
+    """Remove the file or the whole tree `name` in `dfd`; missing is fine."""
+    st = _lstat(dfd, name)
+    if st is None:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dfd)
+        return
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return _remove_at(dfd, name)  # replaced meanwhile: look again
+
+    def unlink(sub: int, entry: os.DirEntry[str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.name, dir_fd=sub)
+
+    def rmdir(parent: int, sub_name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(sub_name, dir_fd=parent)
+
+    try:
+        _walk_below(fd, unlink, rmdir)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=dfd)
+
+
+def _walk_below(
+    top: int,
+    on_file: Callable[[int, os.DirEntry[str]], None],
+    after_dir: Callable[[int, str], None] | None,
+) -> None:
+    """Depth-first walk of everything below the open directory `top`.
+
+    `on_file(dir_fd, entry)` for each entry that is not a directory (symlinks
+    are not followed); `after_dir(parent_fd, name)` once a subdirectory has
+    been walked. At most three descriptors are open at a time whatever the
+    depth: the walk climbs back by "..", checking that it reaches the
+    directory it came from.
+    """
+    cur = os.dup(top)
+    # Per directory above `cur`: its identity, subdirectories still to walk,
+    # and the name of the one `cur` is.
+    stack: list[tuple[tuple[int, int], list[str], str]] = []
+    try:
+        pending = _scan(cur, on_file)
+        while True:
+            if pending:
+                name = pending.pop()
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=cur)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone or replaced meanwhile
+                st = os.fstat(cur)
+                stack.append(((st.st_dev, st.st_ino), pending, name))
+                os.close(cur)
+                cur = sub
+                pending = _scan(cur, on_file)
+                continue
+            if not stack:
+                return
+            ident, pending, name = stack.pop()
+            up = os.open("..", _DIR_FLAGS, dir_fd=cur)
+            os.close(cur)
+            cur = up
+            st = os.fstat(cur)
+            if (st.st_dev, st.st_ino) != ident:
+                raise OSError(errno.ESTALE, "a directory moved during a walk of the store")
+            if after_dir is not None:
+                after_dir(cur, name)
+    finally:
+        os.close(cur)
+
+
+def _scan(fd: int, on_file: Callable[[int, os.DirEntry[str]], None]) -> list[str]:
+    """Call on_file for the directory's non-directories; return its subdirectories."""
+    with os.scandir(fd) as it:
+        entries = list(it)
+    subdirs: list[str] = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            subdirs.append(entry.name)
+        else:
+            on_file(fd, entry)
+    return subdirs
+
+
+def _size(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _destroy_root(root: Path) -> None:
+    """Remove a destroyed namespace's directory, best effort (the index has
+    forgotten it already)."""
+    try:
+        HostTree(root).remove("/")
+    except OSError as e:
+        log.warning("could not remove all of %s: %s", root, e)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def file_sha256(f: BinaryIO) -> str:
@@ -1036,21 +1804,3 @@ def file_sha256(f: BinaryIO) -> str:
     while n := f.readinto(view):  # type: ignore[attr-defined]
         digest.update(view[:n])
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_local(local: Path) -> None:
-    if local.is_dir() and not local.is_symlink():
-        shutil.rmtree(local, ignore_errors=False)
-    elif local.exists():
-        local.unlink()
-    sidecar = local.with_name(local.name + ".meta")
-    if sidecar.exists():
-        sidecar.unlink()
