@@ -21,9 +21,11 @@ class DataCache:
     def __init__(self, root: Path, budget_bytes: int) -> None:
         self.root = root
         self.budget = budget_bytes
-        root.mkdir(parents=True, exist_ok=True)
+        # The user's bytes: theirs alone, like S3QL's cache (older stores made it 0755).
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root.chmod(0o700)
         self.empty = root / "empty"
-        self.empty.touch()
+        self.empty.touch(mode=0o600)
 
     def path(self, ino: int, gen: int) -> Path:
         return self.root / f"{ino}.{gen}"

@@ -1,10 +1,12 @@
 """The mount daemon: checks, start-up, the trio main loop, and a clean exit.
 
 Start-up refuses clearly (SetupError, one line) before touching anything:
-no /dev/fuse or fusermount3, an unwritable store, a mountpoint that is busy
-or not empty, a store already served by another daemon. On unmount the
-daemon seals open files and drains the journal before it exits, so
-`motionfs umount` means "everything is in the store".
+no /dev/fuse or fusermount3, an unwritable or full store, a mountpoint that
+is busy or not empty, a store already served by another daemon, an index
+that is damaged or not this store's. Any other failure while starting (the
+host's OSError, SQLite's errors) is one line too. On unmount the daemon seals
+open files and drains the journal before it exits, so `motionfs umount`
+means "everything is in the store"; a signal stops it like `umount --lazy`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pyfuse3
@@ -31,7 +35,7 @@ from .bridge import AsyncioBridge
 from .cache import DataCache
 from .checkpoints import Checkpoints
 from .control import ControlServer
-from .errors import SetupError, StoreUnavailable
+from .errors import FsError, SetupError, StoreUnavailable
 from .expiry import Expiry
 from .fs import Operations
 from .index import Index
@@ -47,6 +51,11 @@ INDEX_FILE = "index.sqlite"
 LOCK_FILE = "lock"
 LOG_FILE = "motionfs.log"
 LAZY_FLAG = "umount-lazy"  # `motionfs umount --lazy`: exit without draining the journal
+IDENTITY_FILE = "store.json"
+STORE_FORMAT = 1  # of the store's layout, recorded in IDENTITY_FILE
+# What only the store's user may read: the index names every project.
+PRIVATE_FILES = (INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", LOG_FILE, "daemon.stderr")
+STOP_GRACE = 3.0  # seconds a signal leaves requests in flight before cancelling them
 EVICT_INTERVAL = 10.0
 READ_AHEAD_KB = 1024  # one maximal FUSE request
 
@@ -76,6 +85,14 @@ class MountRecord(BaseModel):
     remote: str | None = None  # s3://BUCKET/PREFIX of an s3 store
 
 
+class StoreIdentity(BaseModel):
+    """IDENTITY_FILE: which store this is. Its index records the same uuid, so
+    an index that is not this store's is refused instead of served."""
+
+    uuid: str
+    format: int = STORE_FORMAT
+
+
 def registry_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "motionfs" / "mounts"
@@ -93,6 +110,58 @@ def mounted_points() -> set[str]:
 
 def is_mounted(path: Path) -> bool:
     return os.path.realpath(path) in mounted_points()
+
+
+def mount_type(path: Path) -> str | None:
+    """The file system type mounted at `path` (the topmost), None if none is."""
+    target = os.path.realpath(path)
+    found = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == target:
+                found = fields[2]
+    return found
+
+
+def clear_dead_mount(mp: Path) -> None:
+    """Detach our mount at `mp` if its daemon died (kill -9, a crash): such a
+    mount answers ENOTCONN to everything until it is unmounted."""
+    if mount_type(mp) != "fuse.motionfs":
+        return
+    try:
+        record: MountRecord | None = MountRecord.model_validate_json(registry_file(mp).read_bytes())
+    except (OSError, ValueError):
+        record = None
+    if record is not None and process_alive(record.pid):
+        return  # served: refused as "already a mount point"
+    if record is None:  # no word from the registry: ask the daemon (stat may be cached)
+        try:
+            os.statvfs(mp)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                return
+    done = subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True, text=True)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise SetupError(f"{mp} is left mounted by a dead daemon and cannot be cleared: {why}")
+    registry_file(mp).unlink(missing_ok=True)
+    log.warning("cleared the mount at %s left by a daemon that died", mp)
+
+
+@contextlib.contextmanager
+def start_up_errors(what: str) -> Iterator[None]:
+    """The host's refusals while starting (a full or read-only disk, permissions,
+    the index's errors) as one line: `what: reason`."""
+    try:
+        yield
+    except OSError as e:
+        raise SetupError(f"{what}: {e.strerror or e}") from e
+    except FsError as e:  # the index's own translation, e.g. of a full disk
+        raise SetupError(f"{what}: {e}") from e
+    except sqlite3.Error as e:
+        raise SetupError(f"{what}: index: {e}") from e
 
 
 def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
@@ -128,7 +197,8 @@ def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
 
 
 def check_environment(opts: MountOptions) -> None:
-    """Refuse to start, with a line that says what to do, before touching anything."""
+    """Refuse to start, with a line that says what to do, before touching anything
+    (but the dead mount a killed daemon left, which is cleared)."""
     if not os.path.exists("/dev/fuse"):
         raise SetupError(
             "/dev/fuse is missing: load the fuse module (modprobe fuse) "
@@ -139,31 +209,30 @@ def check_environment(opts: MountOptions) -> None:
     if shutil.which("fusermount3") is None:
         raise SetupError("fusermount3 is not installed: apt-get install fuse3")
     mp = opts.mountpoint
-    # A missing mountpoint whose parent exists is made, once every check has passed.
-    create = not mp.exists() and not mp.is_symlink() and mp.parent.is_dir()
-    if not create and not mp.is_dir():
-        raise SetupError(f"mountpoint {mp} does not exist or is not a directory: mkdir -p {mp}")
-    if not create:
-        if str(mp.resolve()) in mounted_points():
-            raise SetupError(
-                f"{mp} is already a mount point: unmount it first (motionfs umount {mp})"
-            )
-        try:
+    with start_up_errors(f"cannot use mountpoint {mp}"):
+        clear_dead_mount(mp)
+        # A missing mountpoint whose parent exists is made, once every check has passed.
+        create = not mp.exists() and not mp.is_symlink() and mp.parent.is_dir()
+        if not create and not mp.is_dir():
+            raise SetupError(f"mountpoint {mp} does not exist or is not a directory: mkdir -p {mp}")
+        if not create:
+            if str(mp.resolve()) in mounted_points():
+                raise SetupError(
+                    f"{mp} is already a mount point: unmount it first (motionfs umount {mp})"
+                )
             if any(mp.iterdir()):
                 raise SetupError(f"mountpoint {mp} is not empty: use an empty directory")
-        except PermissionError as e:
-            raise SetupError(f"cannot read mountpoint {mp}: {e.strerror}") from e
-        if not os.access(mp, os.W_OK | os.X_OK):
-            raise SetupError(f"mountpoint {mp} is not writable by this user")
+            if not os.access(mp, os.W_OK | os.X_OK):
+                raise SetupError(f"mountpoint {mp} is not writable by this user")
     store = opts.store
-    try:
-        store.mkdir(parents=True, exist_ok=True)
+    with start_up_errors(f"store {store} is not writable"):
+        store.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = store / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SetupError(f"store {store} is not writable: {e.strerror}") from e
-    release_store(lock_store(store))  # refuse now if another daemon serves this store
+        try:  # a byte, not only a name: a full disk still has inodes
+            probe.write_bytes(b"\0")
+        finally:
+            probe.unlink(missing_ok=True)
+        release_store(lock_store(store))  # refuse now if another daemon serves this store
     if opts.allow_other and os.getuid() != 0 and not _fuse_allows_other():
         raise SetupError("--allow-other needs 'user_allow_other' in /etc/fuse.conf")
     if create:
@@ -205,9 +274,79 @@ def release_store(fd: int) -> None:
     os.close(fd)
 
 
+def secure_store(store: Path) -> None:
+    """Make the store its user's alone, as S3QL keeps its cache: the index
+    names every project and the folders hold their metadata. New files are
+    private already (the daemon's umask); this tightens stores made 0755/0644
+    by older versions."""
+    for path, mode in [(store, 0o700), *((store / name, 0o600) for name in PRIVATE_FILES)]:
+        try:
+            path.chmod(mode)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # e.g. a store folder someone else owns: say so, serve anyway
+            log.warning("cannot make %s private: %s", path, e.strerror)
+
+
+def open_index(path: Path) -> Index:
+    """The store's index; a damaged file is a SetupError, never a traceback."""
+    try:
+        return Index(path)
+    except sqlite3.DatabaseError as e:
+        if e.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise
+        raise SetupError(
+            f"index {path} is damaged ({e}): rebuild it with motionfs fsck --repair"
+        ) from e
+
+
+def check_identity(index: Index, store: Path) -> None:
+    """Refuse an index that is not this local store's; give the store an
+    identity (IDENTITY_FILE, and the same uuid in the index) if it has none.
+
+    A replaced or zeroed index would otherwise mount as an empty or foreign
+    drive while the store holds namespaces. The uuid goes into the index
+    first, so a crash in between leaves an index that can rewrite the file.
+    """
+    path = store / IDENTITY_FILE
+    try:
+        known: StoreIdentity | None = StoreIdentity.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        known = None
+    except ValueError:
+        raise SetupError(f"{path} is damaged: remove it, the next mount rewrites it") from None
+    if known is not None and known.format > STORE_FORMAT:
+        raise SetupError(f"store {store} was made by a newer motionfs: upgrade motionfs")
+    found = known.uuid if known is not None else None
+    recorded = index.get_meta("store_uuid")
+    if found is not None and recorded is not None and found != recorded:
+        raise SetupError(
+            f"index {index.path} belongs to another store, not {store}: put this store's "
+            "index back, or move it aside and rebuild it with motionfs fsck --repair"
+        )
+    namespaces = store / "data" / "ns"
+    if recorded is None and not index.namespace_count() and any(namespaces.glob("*")):
+        raise SetupError(
+            f"index {index.path} is new or empty but store {store} holds namespaces: "
+            "rebuild the index with motionfs fsck --repair"
+        )
+    identity = found or recorded or uuid.uuid4().hex
+    if recorded is None:
+        with index.transaction():
+            index.set_meta("store_uuid", identity)
+    if found is None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(StoreIdentity(uuid=identity).model_dump_json())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+
 def setup_logging(store: Path, foreground: bool) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    logging.raiseExceptions = False  # a full disk must not print tracebacks per log line
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     fh = logging.FileHandler(store / LOG_FILE)
     fh.setFormatter(fmt)
@@ -222,16 +361,29 @@ def setup_logging(store: Path, foreground: bool) -> None:
 
 
 class Daemon:
-    def __init__(self, opts: MountOptions) -> None:
+    def __init__(self, opts: MountOptions, check_store: bool = True) -> None:
+        """check_store=False skips check_identity, for fsck: it opens an index
+        the mount refuses in order to rebuild it."""
         self.opts = opts
+        self.stopping = False  # a signal asked for a lazy unmount
+        # The FUSE loop and the drain after an unmount, which a signal cuts short.
+        self._serving = trio.CancelScope()
+        self._draining = trio.CancelScope()
+        self.index = open_index(opts.store / INDEX_FILE)
+        try:
+            secure_store(opts.store)
+            self.s3 = s3_settings(self.index, opts)
+            if check_store and self.s3 is None:  # an s3 store's would live in its bucket
+                check_identity(self.index, opts.store)
+            sandbox = self.index.get_meta("sandbox_id")
+            if sandbox is None:
+                sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
+                with self.index.transaction():
+                    self.index.set_meta("sandbox_id", sandbox)
+        except BaseException:
+            self.index.close()
+            raise
         self.bridge = AsyncioBridge()
-        self.index = Index(opts.store / INDEX_FILE)
-        sandbox = self.index.get_meta("sandbox_id")
-        if sandbox is None:
-            sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
-            with self.index.transaction():
-                self.index.set_meta("sandbox_id", sandbox)
-        self.s3 = s3_settings(self.index, opts)
         self.storage = Storage(opts.store / "data", sandbox, s3=self.s3)
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
@@ -266,7 +418,10 @@ class Daemon:
         if self.opts.allow_other:
             options.add("allow_other")
         ops = Operations(self.drive, attr_timeout=self.opts.attr_timeout)
-        pyfuse3.init(ops, str(self.opts.mountpoint), options)
+        try:
+            pyfuse3.init(ops, str(self.opts.mountpoint), options)
+        except RuntimeError as e:  # libfuse has said why on stderr
+            raise SetupError(f"cannot mount {self.opts.mountpoint}: {e}") from e
         self.tree.notify_inode = _invalidate_inode
         self.tree.notify_entry = _invalidate_entry
 
@@ -283,7 +438,7 @@ class Daemon:
             await main()
             await self.tree.flush_all()
             lazy = self.opts.store / LAZY_FLAG
-            if lazy.exists():
+            if lazy.exists() or self.stopping:
                 lazy.unlink(missing_ok=True)
                 log.info(
                     "lazy unmount: %d store operations left for the next mount",
@@ -291,7 +446,10 @@ class Daemon:
                 )
             else:
                 log.info("flushing %d pending store operations", self.index.pending_count())
-                await self.journal.drain_all()
+                with self._draining:
+                    await self.journal.drain_all()
+                if self._draining.cancelled_caught:
+                    log.info("signal: %d store operations left", self.index.pending_count())
             nursery.cancel_scope.cancel()
 
     async def serve(self, ready_fd: int | None) -> None:
@@ -302,10 +460,11 @@ class Daemon:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
             log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._raise_read_ahead)
-                await pyfuse3.main()
-                nursery.cancel_scope.cancel()
+            with self._serving:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._raise_read_ahead)
+                    await pyfuse3.main()
+                    nursery.cancel_scope.cancel()
             log.info("unmounted")
 
         await self._run_services(main, signals=True)
@@ -328,11 +487,21 @@ class Daemon:
         await self._run_services(main, signals=False)
 
     async def _stop_on_signal(self) -> None:
+        """SIGTERM, SIGINT, SIGHUP: unmount like `umount --lazy`, within seconds
+        even while the store fails. Open files are sealed and the store queue
+        stays in the index for the next mount (a drain under way stops);
+        requests still waiting on the store after STOP_GRACE (or a second
+        signal) are cancelled."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                log.info("signal %d: unmounting", signum)
+                if self.stopping:
+                    self._serving.cancel()
+                    continue
+                log.info("signal %d: unmounting, store operations stay queued", signum)
+                self.stopping = True
+                self._draining.cancel()
                 pyfuse3.terminate()
-                return
+                self._serving.deadline = trio.current_time() + STOP_GRACE
 
     async def _evict_forever(self) -> None:
         while True:
@@ -381,30 +550,32 @@ def _invalidate_entry(parent: int, name: bytes) -> None:
 def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> int:
     """Serve the mount until it is unmounted. Returns the process exit status."""
     check_environment(opts)
-    lock_fd = lock_store(opts.store)
-    setup_logging(opts.store, foreground)
-    (opts.store / LAZY_FLAG).unlink(missing_ok=True)
-    daemon = Daemon(opts)
-    try:
+    os.umask(0o077)  # what the daemon itself creates (index, cache, log) is private
+    # Each step is undone if a later one fails; every failure is one line.
+    with contextlib.ExitStack() as undo, start_up_errors(f"cannot start on store {opts.store}"):
+        lock_fd = lock_store(opts.store)
+        undo.callback(release_store, lock_fd)
+        setup_logging(opts.store, foreground)
+        (opts.store / LAZY_FLAG).unlink(missing_ok=True)
+        daemon = Daemon(opts)
+        undo.callback(daemon.close, mounted=False)
         daemon.prepare()
-    except SetupError:
-        daemon.close(mounted=False)
-        release_store(lock_fd)
-        raise
-    # Resolve paths before mounting: a stat of our own mountpoint from the
-    # daemon thread would wait for the loop that is not running yet.
-    record = registry_file(opts.mountpoint)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    info = MountRecord(
-        pid=os.getpid(),
-        mountpoint=str(opts.mountpoint.resolve()),
-        store=str(opts.store.resolve()),
-        user=opts.user,
-        started_at=time.time(),
-        remote=daemon.s3.url if daemon.s3 is not None else None,
-    )
-    daemon.mount()
-    record.write_text(info.model_dump_json())
+        # Resolve paths before mounting: a stat of our own mountpoint from the
+        # daemon thread would wait for the loop that is not running yet.
+        record = registry_file(opts.mountpoint)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        info = MountRecord(
+            pid=os.getpid(),
+            mountpoint=str(opts.mountpoint.resolve()),
+            store=str(opts.store.resolve()),
+            user=opts.user,
+            started_at=time.time(),
+            remote=daemon.s3.url if daemon.s3 is not None else None,
+        )
+        record.write_text(info.model_dump_json())
+        undo.callback(record.unlink, missing_ok=True)
+        daemon.mount()
+        undo.pop_all()
     try:
         trio.run(daemon.serve, ready_fd)
     finally:

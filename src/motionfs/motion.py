@@ -10,7 +10,8 @@ leaves fields empty and logs a warning, and never affects the user's bytes.
 The models show up as extended attributes: `user.motion.<field>` for each
 field and `user.motion.json` for the whole model. A few fields are editable
 with setfattr, validated by the models (EINVAL and no change on a bad
-value); the rest are derived (EACCES on write).
+value, or one that would make `user.motion.json` exceed MAX_JSON); the rest
+are derived (EACCES on write).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 PREFIX = b"user.motion."
 JSON_NAME = b"user.motion.json"
 PROBE_SECONDS = 30.0
+# The largest `user.motion.json` an edit may produce: getfattr -d must read the whole
+# model as one value, and the kernel's limit for a value is 64 KiB.
+MAX_JSON = 16 << 10
 
 EDITABLE: dict[type[BaseModel], set[str]] = {
     ProjectMetadata: {"theme", "fps", "width", "height"},
@@ -75,7 +79,7 @@ class MotionMetadata:
     def model_type(self, inode: Inode) -> type[BaseModel] | None:
         if inode.role == Role.PROJECT.value:
             return ProjectMetadata
-        if self.tree._is_blob_file(inode):
+        if self.tree.is_blob_file(inode):
             return RenderMetadata if inode.area == Area.RENDERS.value else AssetMetadata
         return None
 
@@ -100,7 +104,7 @@ class MotionMetadata:
     def save(self, inode: Inode, model: BaseModel) -> None:
         """Index row and the namespace's metadata.json, in one transaction."""
         assert inode.ns_id is not None
-        with self.tree._changing():
+        with self.tree.changing():
             self.tree.save_motion_meta(inode.ns_id, model.model_dump_json())
 
     # -- xattrs -------------------------------------------------------------------------
@@ -142,6 +146,8 @@ class MotionMetadata:
             updated = kind.model_validate(data)
         except ValidationError as e:
             raise FsError(errno.EINVAL, f"invalid {field}: {e.errors()[0]['msg']}") from e
+        if len(updated.model_dump_json().encode()) > MAX_JSON:
+            raise FsError(errno.EINVAL, f"{field}: the metadata would exceed {MAX_JSON} bytes")
         self.save(inode, updated)
         return True
 
@@ -160,7 +166,7 @@ class MotionMetadata:
 
     async def _describe(self, ino: int) -> None:
         inode = self.index.get(ino)
-        if inode is None or not self.tree._is_blob_file(inode) or inode.nlink == 0:
+        if inode is None or not self.tree.is_blob_file(inode) or inode.nlink == 0:
             return
         source = self.tree.cache.source(ino, inode.content_gen)
         if inode.content_gen and source.exists():
