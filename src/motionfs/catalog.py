@@ -152,7 +152,7 @@ class Catalog:
         self._record(ns_id)
         removed: list[int] = []
         gone = []
-        with self.tree._changing():
+        with self.tree.changing():
             for parent, name, node in self.index.links_of_namespace(ns_id):
                 self.tree.remove_subtree(parent, name, node, now_ns(), removed)
                 gone.append((parent, name))

@@ -120,15 +120,15 @@ class Checkpoints:
     ) -> Checkpoint:
         name = check_name(raw_name)
         project, ns_id = self._project(project_ino)
-        if self.cps.get(ns_id, name) is not None:
+        if self.cps.get(ns_id, name, complete_only=False) is not None:
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         await self._stable(project, ns_id)
-        if self.cps.get(ns_id, name) is not None:  # created while we waited
+        if self.cps.get(ns_id, name, complete_only=False) is not None:  # made while we waited
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         # From here to the commit nothing awaits: the snapshot is consistent.
         t = now_ns()
         manifest: list[dict[str, object]] = []
-        with self.tree._changing():
+        with self.tree.changing():
             cp_id = self.cps.add(ns_id, name, description, t)
             root = self.cps.add_entry(cp_id, None, b"", project)
             self.cps.copy_xattrs(project.ino, root)
@@ -163,19 +163,24 @@ class Checkpoints:
                     {"name": name, "description": description, "created_ns": t, "entries": manifest}
                 ),
             )
+            # Visible only once every object before it is stored, crash or not.
+            self.index.enqueue(ns_id, Op.READY.value, path=name)
         await self.tree._wait_store(self.tree.journal.drain(ns_id, self.tree.config.io_timeout))
         self.index.sync()
-        log.info("checkpoint %s of %s: %d files, %d bytes", name, ns_id, files, size)
         cp = self.cps.by_id(cp_id)
         assert cp is not None
+        if not cp.complete:
+            raise FsError(errno.EIO, f"checkpoint {name} could not be stored (see motionfs fsck)")
+        log.info("checkpoint %s of %s: %d files, %d bytes", name, ns_id, files, size)
         return cp
 
     def delete(self, project_ino: int, raw_name: bytes) -> None:
         _project, ns_id = self._project(project_ino)
-        cp = self.cps.get(ns_id, raw_name.decode("utf-8", "replace"))
+        # An incomplete checkpoint (its objects failed for good) can be deleted too.
+        cp = self.cps.get(ns_id, raw_name.decode("utf-8", "replace"), complete_only=False)
         if cp is None:
             raise FsError(errno.ENOENT, f"no checkpoint {raw_name!r}")
-        with self.tree._changing():
+        with self.tree.changing():
             for sha in self.cps.delete(cp.cp_id):
                 self.index.enqueue(ns_id, Op.REMOVE.value, path=object_path(sha))
             self.index.enqueue(ns_id, Op.REMOVE.value, path=manifest_path(cp.name))
@@ -272,7 +277,7 @@ class Checkpoints:
         await self.tree.seal_namespace(ns_id)
         self._changed, self._entries_changed, self._removed, self._reopen = [], [], [], []
         t = now_ns()
-        with self.tree._changing():
+        with self.tree.changing():
             self._restore_dir(project, ns_id, self.cps.root(cp.cp_id), project.ino, t)
         self.tree.content_replaced(
             self._reopen, self._changed, self._entries_changed, self._removed

@@ -47,7 +47,7 @@ class Expiry:
         for ns_id in expired:
             removed: list[int] = []
             gone: list[tuple[int, bytes]] = []
-            with self.tree._changing():
+            with self.tree.changing():
                 for parent, name, node in index.links_of_namespace(ns_id):
                     self.tree.remove_subtree(parent, name, node, now_ns(), removed)
                     gone.append((parent, name))

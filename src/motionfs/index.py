@@ -12,22 +12,29 @@ All access goes through this class so another engine can replace SQLite.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from .errors import FsError
 from .storage import NamespaceRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+
+class IndexUnusable(Exception):
+    """The index cannot be used by this version (a newer schema, not a database)."""
+
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,6 +100,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created_ns INTEGER NOT NULL,
     file_count INTEGER NOT NULL DEFAULT 0,
     logical_size INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL DEFAULT 0,  -- 1 once every object it references is stored
     UNIQUE (ns_id, name)
 );
 CREATE TABLE IF NOT EXISTS cp_entries (
@@ -128,6 +136,17 @@ CREATE TABLE IF NOT EXISTS objects (    -- checkpoint content kept in a namespac
     PRIMARY KEY (ns_id, sha256)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS journal_by_ino ON journal (ino);
+CREATE TABLE IF NOT EXISTS parked (     -- store operations that failed for good
+    seq INTEGER PRIMARY KEY,       -- its journal seq
+    ns_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    ino INTEGER,
+    path TEXT,
+    path2 TEXT,
+    durable INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
 """
 
 INODE_COLUMNS = (
@@ -232,6 +251,7 @@ class Index:
         self._parents: dict[int, list[tuple[int, bytes]]] = {}
         self._touched: set[str] = set()  # namespaces given journal entries lately
         self.dir_moves = 0  # counts directories unlinked or moved (path caches check it)
+        self.on_full: Callable[[], None] = lambda: None  # a commit found the disk full
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         # Small pages: a commit appends every page it touched to the WAL, and
         # our rows are small (applies to new indexes only).
@@ -243,10 +263,26 @@ class Index:
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
-        with self.transaction():
-            if self.get_meta("schema_version") is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._migrate()
         self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
+
+    def _migrate(self) -> None:
+        """Bring an index made by an older version up to SCHEMA_VERSION; refuse a newer one."""
+        with self.transaction():
+            found = self.get_meta("schema_version")
+            version = SCHEMA_VERSION if found is None else int(found)
+            if version > SCHEMA_VERSION:
+                raise IndexUnusable(
+                    f"index {self.path} was made by a newer motionfs (schema {version})"
+                )
+            if version < 2:  # checkpoints made before `complete` existed were complete
+                columns = {r[1] for r in self.db.execute("PRAGMA table_info(checkpoints)")}
+                if "complete" not in columns:
+                    self.db.execute(
+                        "ALTER TABLE checkpoints ADD COLUMN complete INTEGER NOT NULL DEFAULT 0"
+                    )
+                self.db.execute("UPDATE checkpoints SET complete=1")
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     @classmethod
     def open_readonly(cls, path: Path) -> Index:
@@ -258,6 +294,7 @@ class Index:
         self._parents = {}
         self._touched = set()
         self.dir_moves = 0
+        self.on_full = lambda: None
         self._checkpointer = None
         self.db = sqlite3.connect(
             f"file:{path}?mode=ro",
@@ -286,17 +323,24 @@ class Index:
                 self._depth -= 1
             return
         self._depth = 1
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            self._inodes.clear()  # they may hold rolled-back changes
-            self._parents.clear()
-            self.dir_moves += 1
-            raise
-        else:
-            self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                self._inodes.clear()  # they may hold rolled-back changes
+                self._parents.clear()
+                self.dir_moves += 1
+                raise
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            # The operation fails, not the daemon: its caller answers ENOSPC.
+            self.on_full()
+            raise FsError(errno.ENOSPC, "the index's disk is full") from e
         finally:
             self._depth = 0
 
@@ -308,6 +352,11 @@ class Index:
         self.db.execute("PRAGMA synchronous=NORMAL")
 
     # -- meta -----------------------------------------------------------------
+
+    def integrity_errors(self) -> list[str]:
+        """What SQLite's integrity check finds wrong with the database (none: [])."""
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -407,6 +456,32 @@ class Index:
     def orphans(self) -> list[Inode]:
         rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE nlink=0")
         return [_inode(r) for r in rows]
+
+    def file_inodes(self) -> list[Inode]:
+        """Every linked regular file that lives in a namespace (for fsck)."""
+        rows = self.db.execute(
+            f"SELECT {INODE_COLUMNS} FROM inodes WHERE ns_id IS NOT NULL AND nlink > 0 "
+            "AND (mode & ?) = ?",
+            (stat.S_IFMT(0o170000), stat.S_IFREG),
+        )
+        return [_inode(r) for r in rows]
+
+    def nodes_of_namespace(self, ns_id: str) -> list[Inode]:
+        rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ns_id=?", (ns_id,))
+        return [_inode(r) for r in rows]
+
+    def inodes_with_sha(self, ns_id: str, sha: str) -> list[Inode]:
+        rows = self.db.execute(
+            f"SELECT {INODE_COLUMNS} FROM inodes WHERE ns_id=? AND sha256=?", (ns_id, sha)
+        )
+        return [_inode(r) for r in rows]
+
+    def project_of(self, ns_id: str) -> Inode | None:
+        """The project folder whose namespace this is."""
+        row = self.db.execute(
+            f"SELECT {INODE_COLUMNS} FROM inodes WHERE ns_id=? AND role='project'", (ns_id,)
+        ).fetchone()
+        return None if row is None else _inode(row)
 
     def inodes_with_content(self) -> Iterator[tuple[int, int]]:
         yield from self.db.execute("SELECT ino, content_gen FROM inodes WHERE content_gen > 0")
@@ -524,10 +599,13 @@ class Index:
 
     def next_ops(self, ns_id: str, limit: int) -> list[JournalEntry]:
         """The namespace's first `limit` pending entries, in order."""
+        return self._entries("journal", "ns_id=? ORDER BY seq LIMIT ?", (ns_id, limit))
+
+    def _entries(self, table: str, where: str, args: tuple[object, ...] = ()) -> list[JournalEntry]:
         rows = self.db.execute(
             "SELECT seq, ns_id, op, ino, path, path2, durable, attempts, last_error "
-            "FROM journal WHERE ns_id=? ORDER BY seq LIMIT ?",
-            (ns_id, limit),
+            f"FROM {table} WHERE {where}",
+            args,
         ).fetchall()
         names = JournalEntry.model_fields.keys()
         return [JournalEntry.model_construct(**dict(zip(names, r, strict=True))) for r in rows]
@@ -540,8 +618,48 @@ class Index:
             "UPDATE journal SET attempts=attempts+1, last_error=? WHERE seq=?", (error, seq)
         )
 
+    def park_op(self, seq: int, error: str) -> None:
+        """Move an entry that can never succeed out of the queue (kept for status and fsck)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO parked SELECT seq, ns_id, op, ino, path, path2, durable, "
+            "attempts + 1, ? FROM journal WHERE seq=?",
+            (error, seq),
+        )
+        self.db.execute("DELETE FROM journal WHERE seq=?", (seq,))
+
+    def parked_ops(self) -> list[JournalEntry]:
+        return self._entries("parked", "1 ORDER BY seq")
+
+    def failing_ops(self) -> list[JournalEntry]:
+        """Queued entries that have failed at least once (still being retried)."""
+        return self._entries("journal", "attempts > 0 ORDER BY seq")
+
+    def parked_put(self, ino: int) -> str | None:
+        """Why the latest upload of `ino` failed for good, if it did."""
+        row = self.db.execute(
+            "SELECT last_error FROM parked WHERE ino=? AND op='put' ORDER BY seq DESC LIMIT 1",
+            (ino,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def parked_report(self) -> tuple[int, str | None]:
+        """(entries that failed for good, the latest reason) for status."""
+        count = self.db.execute("SELECT count(*) FROM parked").fetchone()[0]
+        row = self.db.execute("SELECT last_error FROM parked ORDER BY seq DESC LIMIT 1").fetchone()
+        return int(count), None if row is None else str(row[0])
+
+    def unpark_ops(self) -> int:
+        """Queue parked entries again (after their cause was fixed); how many."""
+        n = self.db.execute(
+            "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
+            "SELECT ns_id, op, ino, path, path2, durable FROM parked ORDER BY seq"
+        ).rowcount
+        self.db.execute("DELETE FROM parked")
+        return int(n)
+
     def drop_ops(self, ns_id: str) -> None:
         self.db.execute("DELETE FROM journal WHERE ns_id=?", (ns_id,))
+        self.db.execute("DELETE FROM parked WHERE ns_id=?", (ns_id,))
 
     def pending_namespaces(self) -> list[str]:
         # A skip scan over the (ns_id, seq) index: cost grows with the number of
@@ -617,6 +735,7 @@ class Index:
 
     def drop_puts(self, ino: int) -> bool:
         """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
+        self.db.execute("DELETE FROM parked WHERE ino=? AND op='put'", (ino,))
         rows = self.db.execute(
             "DELETE FROM journal WHERE ino=? AND op='put' RETURNING durable", (ino,)
         ).fetchall()
@@ -631,6 +750,7 @@ class Checkpoint(BaseModel):
     created_ns: int
     file_count: int
     logical_size: int
+    complete: bool
 
 
 class CpEntry(BaseModel):
@@ -651,7 +771,7 @@ class CpEntry(BaseModel):
     sha256: str | None
 
 
-CP_COLUMNS = "cp_id, ns_id, name, description, created_ns, file_count, logical_size"
+CP_COLUMNS = "cp_id, ns_id, name, description, created_ns, file_count, logical_size, complete"
 ENTRY_COLUMNS = (
     "eid, cp_id, parent_eid, name, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, "
     "ctime_ns, target, sha256"
@@ -674,9 +794,11 @@ class CheckpointIndex:
     def __init__(self, index: Index) -> None:
         self.db = index.db
 
-    def get(self, ns_id: str, name: str) -> Checkpoint | None:
+    def get(self, ns_id: str, name: str, complete_only: bool = True) -> Checkpoint | None:
+        """A checkpoint by name; one still being stored only with complete_only=False."""
         row = self.db.execute(
-            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE ns_id=? AND name=?", (ns_id, name)
+            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE ns_id=? AND name=? AND complete>=?",
+            (ns_id, name, int(complete_only)),
         ).fetchone()
         return None if row is None else _cp(row)
 
@@ -686,12 +808,24 @@ class CheckpointIndex:
         ).fetchone()
         return None if row is None else _cp(row)
 
-    def all(self, ns_id: str) -> list[Checkpoint]:
+    def all(self, ns_id: str | None, complete_only: bool = True) -> list[Checkpoint]:
+        """A project's checkpoints (every project's with ns_id None), oldest first."""
         rows = self.db.execute(
-            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE ns_id=? ORDER BY created_ns, cp_id",
-            (ns_id,),
+            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE coalesce(ns_id=?, 1) AND complete>=? "
+            "ORDER BY created_ns, cp_id",
+            (ns_id, int(complete_only)),
         )
         return [_cp(r) for r in rows]
+
+    def mark_complete(self, ns_id: str, name: str) -> None:
+        self.db.execute("UPDATE checkpoints SET complete=1 WHERE ns_id=? AND name=?", (ns_id, name))
+
+    def objects(self, ns_id: str | None = None) -> list[tuple[str, str, int]]:
+        """(namespace, sha256, size) of the checkpoint objects the index knows."""
+        rows = self.db.execute(
+            "SELECT ns_id, sha256, size FROM objects WHERE coalesce(ns_id=?, 1)", (ns_id,)
+        )
+        return [(str(n), str(h), int(z)) for n, h, z in rows]
 
     def add(self, ns_id: str, name: str, description: str | None, created_ns: int) -> int:
         cur = self.db.execute(
@@ -793,7 +927,7 @@ class CheckpointIndex:
         return unused
 
     def delete_namespace(self, ns_id: str) -> None:
-        for cp in self.all(ns_id):
+        for cp in self.all(ns_id, complete_only=False):
             self.delete(cp.cp_id)
         self.db.execute("DELETE FROM objects WHERE ns_id=?", (ns_id,))
 

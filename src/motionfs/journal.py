@@ -18,15 +18,17 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import trio
 
 from .bridge import AsyncioBridge
 from .cache import DataCache
-from .errors import StoreUnavailable
-from .index import Index, JournalEntry
-from .storage import HostTree, Storage
+from .errors import FsError, StoreUnavailable
+from .index import CheckpointIndex, Index, JournalEntry
+from .models import ProviderType
+from .storage import HostTree, Storage, is_permanent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Op(StrEnum):
     COPY = "copy"  # path -> path2, replacing it (restoring a checkpoint)
     KEEP = "keep"  # path -> path2 unless path2 exists (content-addressed objects)
     DESTROY = "destroy"  # the whole namespace
+    READY = "ready"  # checkpoint `path` has every object: make it visible
 
 
 # What a filesystem-provider namespace does directly on its host directory.
@@ -78,12 +81,26 @@ def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | Non
     return False
 
 
+class SourceMissing(Exception):
+    """A copy's source is gone from the store: retrying cannot bring it back."""
+
+
+def permanent(error: BaseException) -> bool:
+    """Whether retrying an entry that failed this way can never succeed."""
+    if isinstance(error, SourceMissing):
+        return True
+    if isinstance(error, StoreUnavailable | OSError | FsError):
+        return is_permanent(error)
+    return True  # a bug: keep the entry for fsck rather than retry it forever
+
+
 class Journal:
     def __init__(self, index: Index, storage: Storage, bridge: AsyncioBridge, cache: DataCache):
         self.index = index
         self.storage = storage
         self.bridge = bridge
         self.cache = cache
+        self.cps = CheckpointIndex(index)
         self._wake = trio.Event()
         self._running: set[str] = set()
         self._progress = trio.Event()  # set (and replaced) whenever an entry finishes
@@ -103,7 +120,12 @@ class Journal:
         self._wake.set()
 
     async def run(self, nursery: trio.Nursery) -> None:
-        """Start a worker for every namespace with pending entries, forever."""
+        """Start a worker for every namespace with pending entries, forever.
+
+        First, temporary files that a crash left in the store are removed:
+        nothing else writes to the store before this loop starts workers.
+        """
+        await self._sweep()
         while True:
             if self._rescan:
                 self._rescan = False
@@ -121,12 +143,36 @@ class Journal:
         self._progress.set()
         self._progress = trio.Event()
 
+    async def _sweep(self) -> None:
+        removed = await trio.to_thread.run_sync(self.storage.sweep_store_tmp)
+        for record, _state in self.index.namespaces():
+            root = record.provider_config.get("root_path")
+            if record.provider_type is ProviderType.FILESYSTEM and root and Path(root).is_dir():
+                removed += await trio.to_thread.run_sync(HostTree(Path(root)).sweep_temps)
+        if removed:
+            log.info("removed %d temporary files an interrupted store operation left", removed)
+
     async def _worker(self, ns_id: str) -> None:
+        """Apply a namespace's entries; nothing that goes wrong ends the worker
+        early (a full disk under the index, a bug) but an empty queue."""
+        attempts = 0
         try:
             async with self._limiter:
-                while entries := self.index.next_ops(ns_id, BATCH):
-                    await self._quiet_moment()
-                    await self._apply_some(entries)
+                while True:
+                    try:
+                        entries = self.index.next_ops(ns_id, BATCH)
+                        if not entries:
+                            break
+                        await self._quiet_moment()
+                        await self._apply_some(entries)
+                        attempts = 0
+                    except Exception as e:
+                        attempts += 1
+                        delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
+                        log.error("store queue of %s stalled, retry in %.1fs: %s", ns_id, delay, e)
+                        self.errors[ns_id] = f"store queue stalled: {e}"
+                        self._notify()
+                        await trio.sleep(delay)
         finally:
             self._running.discard(ns_id)
             self._notify()
@@ -224,11 +270,15 @@ class Journal:
         self._notify()
 
     async def _failed(self, entry: JournalEntry, error: Exception) -> None:
-        """A store failure is retried with backoff (the entry stays first in line);
-        anything else is a bug: log it and drop the entry rather than block the queue."""
-        if not isinstance(error, StoreUnavailable | OSError):
-            log.error("dropping journal entry %s that cannot be applied", entry, exc_info=error)
-            self._finished([entry])
+        """A transient failure is retried with backoff (the entry stays first in
+        line); a permanent one is parked (out of the queue, kept for status and
+        fsck, its content safe in the cache) so that it blocks nothing."""
+        if permanent(error):
+            log.error("store operation %s failed for good, parked: %s", entry, error)
+            with self.index.transaction():
+                self.index.park_op(entry.seq, f"{entry.op} {entry.path or ''}: {error}")
+            self.errors.pop(entry.ns_id, None)
+            self._notify()
             return
         attempts = entry.attempts + 1
         delay = min(MAX_BACKOFF, 0.2 * math.pow(2, min(attempts, 10)))
@@ -279,7 +329,14 @@ class Journal:
                 self.storage.copy, ns, e.path, e.path2, if_missing=op is Op.KEEP
             )
             if not copied:
-                log.error("copy %s -> %s in %s: source missing", e.path, e.path2, ns)
+                raise SourceMissing(f"copy {e.path} -> {e.path2}: the source is missing")
+        elif op is Op.READY:
+            lost = [p for p in self.index.parked_ops() if p.ns_id == ns and p.seq < e.seq]
+            if lost:  # stays invisible; fsck reports it
+                log.error("checkpoint %s of %s is incomplete: %s", e.path, ns, lost[0].last_error)
+                return
+            with self.index.transaction():
+                self.cps.mark_complete(ns, e.path)
         elif op is Op.WRITE:
             assert e.path2 is not None
             data = e.path2.encode()

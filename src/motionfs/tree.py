@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
@@ -32,6 +33,7 @@ from .errors import FsError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
 from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
+from .space import SpaceGuard
 from .storage import (
     BLOB_DATA_PATH,
     MOTION_METADATA_PATH,
@@ -47,6 +49,10 @@ ROOT_INO = 1
 NAME_MAX = 255
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
+
+
+S3_KEY_MAX = 1024  # bytes in an S3 object key
+NAMESPACE_RECORD_PATH = "/.chuk-motion/namespace.json"  # see Tree.journal_place
 
 
 class Role(StrEnum):
@@ -167,6 +173,8 @@ class Tree:
         self._dir_paths: dict[int, str] = {}
         self._dir_paths_at = 0
         self._partials: dict[int, PartialContent] = {}  # ranged stores: partly cached content
+        self.space = SpaceGuard(index.path.parent)
+        index.on_full = self.space.release
         # Set by the FUSE layer: tell the kernel that cached data or names changed.
         self.notify_inode: Callable[[int], None] = lambda ino: None
         self.notify_entry: Callable[[int, bytes], None] = lambda parent, name: None
@@ -193,12 +201,12 @@ class Tree:
             )
             self._make_areas(ROOT_INO, StorageScope.USER, 0o700, t)
             for scope, folder in SCOPE_FOLDERS.items():
-                node = self._new_dir(ROOT_INO, folder, 0o755, cfg.uid, cfg.gid, Role.SCOPE, t)
+                node = self.new_dir(ROOT_INO, folder, 0o755, cfg.uid, cfg.gid, Role.SCOPE, t)
                 self._make_areas(node.ino, scope, 0o1777, t)
 
     def _make_areas(self, parent: int, scope: StorageScope, perm: int, t: int) -> None:
         for area in Area:
-            node = self._new_dir(
+            node = self.new_dir(
                 parent,
                 area.value.encode(),
                 perm,
@@ -211,7 +219,7 @@ class Tree:
             )
             assert node.is_dir
 
-    def _new_dir(
+    def new_dir(
         self,
         parent: int,
         name: bytes,
@@ -299,6 +307,26 @@ class Tree:
         prefix = self._dir_store_path(parent)
         return prefix + "/" + store_name(name, at_root=not prefix)
 
+    def _new_store_path(self, parent: int, name: bytes, subtree: Inode | None = None) -> str:
+        """The store path of a name about to exist; ENAMETOOLONG where an S3 key
+        for it (or for anything in the `subtree` moving there) would pass S3's
+        1,024-byte limit, so every path the mount takes can be stored."""
+        path = self._store_path(parent, name)
+        if self.storage.s3 is not None:
+            room = S3_KEY_MAX - len(self.storage.s3.namespace_prefix("0" * 16).encode())
+            deepest = len(path.encode()) + (self._deepest(subtree.ino) if subtree else 0)
+            if deepest > room:
+                raise FsError(errno.ENAMETOOLONG, f"S3 keys are limited to {S3_KEY_MAX} bytes")
+        return path
+
+    def _deepest(self, ino: int) -> int:
+        """Bytes the longest store path below directory `ino` adds to its own."""
+        longest = 0
+        for name, node in self.index.listing(ino):
+            extra = 1 + len(store_name(name).encode())
+            longest = max(longest, extra + (self._deepest(node.ino) if node.is_dir else 0))
+        return longest
+
     def _dir_store_path(self, ino: int) -> str:
         """A directory's store path ("" for the project itself), remembered until
         some directory moves or goes away."""
@@ -311,18 +339,30 @@ class Tree:
             path = self._dir_paths[ino] = store_path(names) if names else ""
         return path
 
-    def _store_paths(self, inode: Inode) -> list[str]:
+    def store_paths(self, inode: Inode) -> list[str]:
         """Where the store keeps a file's bytes: each hard link's path, or the blob."""
         if not self._in_project(inode):
             return [BLOB_DATA_PATH]
         return [self._store_path(p, n) for p, n in self.index.parents(inode.ino)]
 
-    def _is_blob_file(self, inode: Inode) -> bool:
+    def is_blob_file(self, inode: Inode) -> bool:
         return (
             inode.role == Role.NODE.value
             and inode.area != Area.PROJECTS.value
             and (inode.ns_id is not None)
         )
+
+    def drive_path(self, ino: int) -> str:
+        """Where a node is in the drive, for messages and reports."""
+        names: list[bytes] = []
+        cur = ino
+        while cur != ROOT_INO:
+            links = self.index.parents(cur)
+            if not links:
+                return f"(unlinked inode {ino})"
+            cur, name = links[0]
+            names.append(name)
+        return "/" + b"/".join(reversed(names)).decode("utf-8", "backslashreplace")
 
     def _domain(self, inode: Inode) -> tuple[str | None, ...]:
         """Renames and links never leave a domain (else EXDEV)."""
@@ -336,7 +376,8 @@ class Tree:
         return ("area", parent.area, parent.scope)
 
     @contextmanager
-    def _changing(self) -> Iterator[None]:
+    def changing(self) -> Iterator[None]:
+        """A metadata transaction; its store operations start once it commits."""
         with self.index.transaction():
             yield
         self.journal.kick()
@@ -433,7 +474,7 @@ class Tree:
             changes["mtime_ns"] = mtime_ns
         if changes or size is not None:
             changes["ctime_ns"] = t
-            with self._changing():
+            with self.changing():
                 self.index.update(ino, **changes)
             of = self.open_files.get(ino)
             if of is not None:
@@ -469,8 +510,8 @@ class Tree:
         else:
             ns_id = p.ns_id if (p.role == Role.PROJECT.value or self._in_project(p)) else None
             area = p.area
-            with self._changing():
-                inode = self._new_dir(
+            with self.changing():
+                inode = self.new_dir(
                     parent,
                     name,
                     mode & 0o7777,
@@ -483,7 +524,9 @@ class Tree:
                     ns_id=ns_id,
                 )
                 if ns_id is not None:
-                    self.index.enqueue(ns_id, Op.MKDIR.value, path=self._store_path(parent, name))
+                    self.index.enqueue(
+                        ns_id, Op.MKDIR.value, path=self._new_store_path(parent, name)
+                    )
         self.remember(inode.ino)
         return inode
 
@@ -506,9 +549,9 @@ class Tree:
             await self.bridge.call(self.storage.destroy_namespace, record)
             raise FsError(errno.EEXIST)
         metadata = ProjectMetadata(project_name=project_name)
-        with self._changing():
+        with self.changing():
             self.index.add_namespace(record)
-            inode = self._new_dir(
+            inode = self.new_dir(
                 area.ino,
                 name,
                 perm,
@@ -521,9 +564,10 @@ class Tree:
                 ns_id=record.ns_id,
             )
             self.save_motion_meta(record.ns_id, metadata.model_dump_json())
+            self.journal_place(record.ns_id, inode.ino)
             renders = self._area_dir(scope, Area.RENDERS)
             if self.index.lookup(renders.ino, name) is None:
-                self._new_dir(
+                self.new_dir(
                     renders.ino,
                     name,
                     perm,
@@ -542,6 +586,25 @@ class Tree:
         /.chuk-motion/metadata.json (inside the caller's transaction)."""
         self.index.set_motion_meta(ns_id, text)
         self.index.enqueue(ns_id, Op.WRITE.value, path=MOTION_METADATA_PATH, path2=text)
+
+    def journal_place(self, ns_id: str, ino: int) -> None:
+        """Journal /.chuk-motion/namespace.json: the namespace's record and where
+        the drive shows it, so that fsck can rebuild a lost index from the store
+        (inside the caller's transaction). A later rename of a parent folder
+        does not rewrite it: fsck then puts the namespace where it was."""
+        record = self.index.namespace(ns_id)
+        if record is None:
+            return
+        names: list[str] = []
+        cur = ino
+        while cur != ROOT_INO:
+            links = self.index.parents(cur)
+            if not links:
+                return
+            cur, name = links[0]
+            names.append(name.decode("utf-8", "surrogateescape"))
+        text = json.dumps({"record": record.model_dump(mode="json"), "path": names[::-1]})
+        self.index.enqueue(ns_id, Op.WRITE.value, path=NAMESPACE_RECORD_PATH, path2=text)
 
     def _area_dir(self, scope: StorageScope, area: Area) -> Inode:
         base = ROOT_INO
@@ -596,7 +659,7 @@ class Tree:
             # lost a race while awaiting the new namespace
             await self.bridge.call(self.storage.destroy_namespace, record)
             raise FsError(errno.EEXIST)
-        with self._changing():
+        with self.changing():
             if record is not None:
                 self.index.add_namespace(record)
             inode = self.index.create_inode(
@@ -619,8 +682,10 @@ class Tree:
             self._touch_dir(p.ino, t)
             if stat.S_ISREG(mode) and ns_id is not None:
                 # An empty file exists in the store too, until content replaces it.
-                path = self._store_path(p.ino, name) if in_project else BLOB_DATA_PATH
+                path = self._new_store_path(p.ino, name) if in_project else BLOB_DATA_PATH
                 self.index.enqueue(ns_id, Op.PUT.value, ino=inode.ino, path=path)
+            if record is not None:
+                self.journal_place(record.ns_id, inode.ino)
         self.remember(inode.ino)
         return inode
 
@@ -659,14 +724,17 @@ class Tree:
         if inode.is_reg and self._in_project(inode):
             await self._ensure_cached(inode)
         t = now_ns()
-        with self._changing():
+        with self.changing():
             self.index.link(new_parent, new_name, ino)
             self.index.update(ino, nlink=inode.nlink + 1, ctime_ns=t)
             self._touch_dir(new_parent, t)
             if inode.is_reg and self._in_project(inode):
                 assert inode.ns_id is not None
                 self.index.enqueue(
-                    inode.ns_id, Op.PUT.value, ino=ino, path=self._store_path(new_parent, new_name)
+                    inode.ns_id,
+                    Op.PUT.value,
+                    ino=ino,
+                    path=self._new_store_path(new_parent, new_name),
                 )
         self.remember(ino)
         return self.stat(ino)
@@ -681,7 +749,7 @@ class Tree:
             raise FsError(errno.EISDIR, "unlink of a directory")
         await self._prepare_drop(victim)
         t = now_ns()
-        with self._changing():
+        with self.changing():
             self._drop_link(parent, name, victim, t)
             self._touch_dir(parent, t)
         self._maybe_purge(victim.ino)
@@ -700,7 +768,7 @@ class Tree:
         self.index.unlink(parent, name)
         nlink = 0 if victim.is_dir else victim.nlink - 1
         self.index.update(victim.ino, nlink=nlink, ctime_ns=t)
-        if nlink == 0 and self._is_blob_file(victim):
+        if nlink == 0 and self.is_blob_file(victim):
             assert victim.ns_id is not None
             self._destroy_namespace(victim.ns_id)
 
@@ -720,7 +788,7 @@ class Tree:
         if self.index.has_children(victim.ino):
             raise FsError(errno.ENOTEMPTY)
         t = now_ns()
-        with self._changing():
+        with self.changing():
             self._remove_dir(parent, name, victim, t)
         self._maybe_purge(victim.ino)
 
@@ -789,9 +857,12 @@ class Tree:
                 raise FsError(errno.ENOTEMPTY)
             await self._prepare_drop(dst)
         in_project = self._in_project(src)
-        old_path = self._store_path(old_parent, old_name) if in_project else None
+        old_path = new_path = None
+        if in_project and (src.is_dir or src.is_reg):
+            old_path = self._store_path(old_parent, old_name)
+            new_path = self._new_store_path(new_parent, new_name, src if src.is_dir else None)
         t = now_ns()
-        with self._changing():
+        with self.changing():
             if dst is not None:
                 if dst.is_dir:
                     self._remove_dir(new_parent, new_name, dst, t)
@@ -803,12 +874,13 @@ class Tree:
             delta = 1 if src.is_dir and old_parent != new_parent else 0
             self._touch_dir(old_parent, t, nlink_delta=-delta)
             self._touch_dir(new_parent, t, nlink_delta=delta)
-            if in_project and (src.is_dir or src.is_reg):
-                assert src.ns_id is not None and old_path is not None
-                new_path = self._store_path(new_parent, new_name)
+            if old_path is not None and new_path is not None:
+                assert src.ns_id is not None
                 self.index.enqueue(src.ns_id, Op.MOVE.value, path=old_path, path2=new_path)
             if src.role == Role.PROJECT.value:
                 self._rename_project(src, old_name, new_name, t)
+            if src.ns_id is not None and (src.role == Role.PROJECT.value or self.is_blob_file(src)):
+                self.journal_place(src.ns_id, src.ino)
         if dst is not None:
             self._maybe_purge(dst.ino)
 
@@ -933,7 +1005,9 @@ class Tree:
         assert of.fd is not None
         if h.append:
             off = of.size
-        n = os.pwrite(of.fd, buf, off)
+        self.space.check_write()
+        with self._disk_full_is_enospc():
+            n = os.pwrite(of.fd, buf, off)
         of.size = max(of.size, off + n)
         t = now_ns()
         of.mtime_ns = of.ctime_ns = t
@@ -975,6 +1049,9 @@ class Tree:
             await self._seal(of, durable=True)
         if inode.ns_id is not None:
             await self._wait_store(self.journal.wait_for_uploads(of.ino, self.config.io_timeout))
+            failed = self.index.parked_put(of.ino)
+            if failed is not None:  # the data is safe in the cache; fsck reports it
+                raise FsError(errno.EIO, f"the store refused the data: {failed}")
         self.index.sync()
 
     async def _wait_store(self, waiting: object) -> None:
@@ -1003,7 +1080,7 @@ class Tree:
     async def _ensure_cached(self, inode: Inode) -> None:
         """Stream a file's sealed content from the store into the cache, once."""
         gen = inode.content_gen
-        if self.cache.has(inode.ino, gen):
+        if self.cache.has(inode.ino, gen) and self._cached_size_ok(inode):
             return
         if self.storage.ranged:
             partial = self._partial(inode)
@@ -1016,7 +1093,7 @@ class Tree:
             assert inode.ns_id is not None
             await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
             part = self.cache.part_path(inode.ino, gen)
-            for path in self._store_paths(inode):
+            for path in self.store_paths(inode):
                 try:
                     found = await self.bridge.call(self.storage.get, inode.ns_id, path, part)
                 except (StoreUnavailable, OSError) as e:
@@ -1032,6 +1109,29 @@ class Tree:
                     part.rename(self.cache.path(inode.ino, gen))
                     return
             raise FsError(errno.EIO, f"content of inode {inode.ino} is missing from the store")
+
+    def _cached_size_ok(self, inode: Inode) -> bool:
+        """Whether the cached copy has the size the index says (a local store's
+        file shares its host file, so this also checks the store copy).
+
+        A damaged copy that the store still holds is dropped (False: fetch it
+        again); one that exists nowhere else is EIO, logged.
+        """
+        if inode.content_gen == 0:
+            return True
+        path = self.cache.path(inode.ino, inode.content_gen)
+        try:
+            got = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if got == inode.size:
+            return True
+        log.error("cached copy %s has %d bytes, the index says %d", path, got, inode.size)
+        if inode.stored_gen != inode.content_gen or not self.storage.ranged:
+            # Not uploaded yet, or (local store) the same file as the store's copy.
+            raise FsError(errno.EIO, f"content of inode {inode.ino} is damaged ({got} bytes)")
+        self.cache.drop(inode.ino, inode.content_gen)
+        return False
 
     async def ensure_sha256(self, inode: Inode) -> Inode:
         """The inode with its content hash, computed now if nobody has yet.
@@ -1092,7 +1192,7 @@ class Tree:
             inode = self._get(partial.ino)
             assert inode.ns_id is not None
             if partial.etag is None and self.index.pending_for_paths(
-                inode.ns_id, inode.ino, self._store_paths(inode)
+                inode.ns_id, inode.ino, self.store_paths(inode)
             ):
                 # The store must hold this generation at its path before we read it;
                 # uploads of other files in the project need not be waited for.
@@ -1117,7 +1217,7 @@ class Tree:
         assert inode.ns_id is not None
         timeout = self.config.io_timeout
         with trio.move_on_after(timeout) as scope:
-            for path in self._store_paths(inode):
+            for path in self.store_paths(inode):
                 try:
                     got = await self.bridge.call(
                         self.storage.read_range,
@@ -1152,13 +1252,25 @@ class Tree:
         if base and keep != 0:
             await self._ensure_cached(inode)
         gen = max(inode.content_gen, of.fd_gen) + 1
-        if base and keep != 0:  # a copy: off the event loop
-            fd = await trio.to_thread.run_sync(self.cache.start_work, of.ino, gen, base, keep)
-        else:  # a new empty file: cheaper than a thread hop
-            fd = self.cache.start_work(of.ino, gen, base, keep)
+        with self._disk_full_is_enospc():
+            if base and keep != 0:  # a copy: off the event loop
+                fd = await trio.to_thread.run_sync(self.cache.start_work, of.ino, gen, base, keep)
+            else:  # a new empty file: cheaper than a thread hop
+                fd = self.cache.start_work(of.ino, gen, base, keep)
         if of.fd is not None:
             os.close(of.fd)
         of.fd, of.fd_gen, of.work = fd, gen, True
+
+    @contextmanager
+    def _disk_full_is_enospc(self) -> Iterator[None]:
+        """A full disk under the cache: ENOSPC for the writer, the reserve for the index."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.space.release()
+            raise FsError(errno.ENOSPC, "the disk under the cache is full") from e
 
     async def _truncate(self, inode: Inode, size: int, t: int) -> None:
         temporary = inode.ino not in self.open_files
@@ -1187,7 +1299,7 @@ class Tree:
                 return
             inode = self._get(of.ino)
             old = inode.content_gen
-            with self._changing():
+            with self.changing():
                 self.index.update(
                     of.ino,
                     sha256=None,  # new content: hashed on upload or on first need
@@ -1199,7 +1311,7 @@ class Tree:
                 if inode.nlink > 0 and inode.ns_id is not None:
                     # Earlier uploads of this file are superseded by this one.
                     durable = self.index.drop_puts(of.ino) or durable
-                    for path in self._store_paths(inode):
+                    for path in self.store_paths(inode):
                         self.index.enqueue(
                             inode.ns_id, Op.PUT.value, ino=of.ino, path=path, durable=durable
                         )
@@ -1225,7 +1337,7 @@ class Tree:
             raise FsError(errno.E2BIG, "xattr value too large")
         if name.startswith(b"system."):
             raise FsError(errno.ENOTSUP, "system.* attributes (ACLs) are not supported")
-        with self._changing():
+        with self.changing():
             self.index.set_xattr(ino, name, value)
             self.index.update(ino, ctime_ns=now_ns())
 
@@ -1235,7 +1347,7 @@ class Tree:
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._get(ino)
-        with self._changing():
+        with self.changing():
             if not self.index.remove_xattr(ino, name):
                 raise FsError(errno.ENODATA)
             self.index.update(ino, ctime_ns=now_ns())
