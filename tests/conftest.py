@@ -44,7 +44,7 @@ def sha256_of(path: Path) -> str:
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 # Mount-level suites that also run against the s3 store.
-S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3"}
+S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3", "test_trust"}
 
 
 def force_unmount(path: Path) -> None:

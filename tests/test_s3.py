@@ -339,3 +339,28 @@ def test_lazy_umount_leaves_the_queue_for_the_next_mount(
     assert {n: (project / n).read_bytes() for n in files} == files
     drive.unmount()
     assert bucket_files(drive) == files
+
+
+def test_s3_keys_past_the_limit_are_refused_at_create(make_drive: Callable[..., Drive]) -> None:
+    """On S3 a path whose key would pass 1,024 bytes is ENAMETOOLONG at the mount
+    (a relay refusing such keys, as S3 does, never sees one)."""
+    drive = make_drive()
+    project = drive.project("p")
+    deep = project
+    for i in range(4):  # 240-byte names are stored as they are (longer ones as digests)
+        deep = deep / (f"{i}" + "k" * 239)
+        deep.mkdir()
+    with pytest.raises(OSError) as err:
+        (deep / ("f" * 40)).mkdir()
+    assert err.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as err:
+        (deep / ("f" * 40)).write_bytes(b"x")
+    assert err.value.errno == errno.ENAMETOOLONG
+    (project / "short").mkdir()
+    (project / "short" / "inner-folder-name").mkdir()
+    with pytest.raises(OSError) as err:  # the name fits, the folder's content would not
+        os.rename(project / "short", deep / ("s" * 20))
+    assert err.value.errno == errno.ENAMETOOLONG
+    (deep / "ok.txt").write_bytes(b"fits")
+    drive.remount()
+    assert (deep / "ok.txt").read_bytes() == b"fits"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -10,15 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import control, daemon
+from . import control, daemon, fsck
 from .errors import SetupError
 from .index import Index
 
+T = TypeVar("T")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -109,14 +112,7 @@ def mount(
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
-    s3_url: str | None = None
-    if store is not None and store.startswith("s3://"):
-        s3_url = store
-        local = (index_dir or default_s3_index(store)).expanduser()
-    elif index_dir is not None or s3_endpoint is not None:
-        fail("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
-    else:
-        local = Path(store).expanduser() if store else default_store()
+    local, s3_url = _store_location(store, index_dir, s3_endpoint)
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
         store=local.absolute(),
@@ -141,7 +137,21 @@ def mount(
             )
         except SetupError as e:
             fail(str(e))
-    _spawn_daemon(opts)
+    try:
+        _spawn_daemon(opts)
+    except OSError as e:  # e.g. no room in the store for the daemon's stderr file
+        fail(f"cannot start the daemon: {e.strerror or e}")
+
+
+def _store_location(
+    store: str | None, index_dir: Path | None, s3_endpoint: str | None
+) -> tuple[Path, str | None]:
+    """(the local store or index directory, the s3:// address or None) of --store."""
+    if store is not None and store.startswith("s3://"):
+        return (index_dir or default_s3_index(store)).expanduser(), store
+    if index_dir is not None or s3_endpoint is not None:
+        fail("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
+    return (Path(store).expanduser() if store else default_store()), None
 
 
 def _spawn_daemon(opts: daemon.MountOptions) -> None:
@@ -245,12 +255,20 @@ def _pending(index_path: Path) -> int:
 
 
 def _pending_report(index_path: Path) -> tuple[int, int, str | None]:
+    nothing: tuple[int, int, str | None] = (0, 0, None)
+    return _read_index(index_path, Index.pending_report, nothing)
+
+
+def _read_index(index_path: Path, query: Callable[[Index], T], default: T) -> T:
+    """A query on a mounted drive's index, read-only; `default` if it cannot be read."""
     try:
         idx = Index.open_readonly(index_path)
     except Exception:
-        return 0, 0, None
+        return default
     try:
-        return idx.pending_report()
+        return query(idx)
+    except Exception:
+        return default
     finally:
         idx.close()
 
@@ -265,6 +283,8 @@ def status(as_json: bool) -> None:
         cache = store / "cache"
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
         pending, pending_bytes, error = _pending_report(store / daemon.INDEX_FILE)
+        none_failed: tuple[int, str | None] = (0, None)
+        failed, failure = _read_index(store / daemon.INDEX_FILE, Index.parked_report, none_failed)
         rows.append(
             {
                 "mountpoint": rec.mountpoint,
@@ -275,6 +295,8 @@ def status(as_json: bool) -> None:
                 "pending": pending,
                 "pending_bytes": pending_bytes,
                 "last_error": error,
+                "failed": failed,  # operations that failed for good (see motionfs fsck)
+                "failed_error": failure,
                 "cache_bytes": used,
             }
         )
@@ -294,6 +316,11 @@ def status(as_json: bool) -> None:
             f"  pending: {r['pending']} store operations "
             f"({_human(int(r['pending_bytes'] or 0))} to upload)",
             *([f"  failing: {r['last_error']}"] if r["last_error"] else []),
+            *(
+                [f"  FAILED:  {r['failed']} store operations for good, e.g. {r['failed_error']}"]
+                if r["failed"]
+                else []
+            ),
             f"  cache:   {int(r['cache_bytes'] or 0) / (1 << 20):.1f} MiB",
         ]
         click.echo("\n".join(lines))
@@ -400,3 +427,65 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+@main.command("fsck")
+@click.option(
+    "--store",
+    default=None,
+    help="Store directory (default: ~/.local/share/motionfs), or s3://BUCKET/PREFIX.",
+)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL (s3:// store).")
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="For an s3:// store: the local directory of its index.",
+)
+@click.option("--full", is_flag=True, help="Also hash every file whose sha256 is known.")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option("--dry-run", is_flag=True, help="Only read (allowed on a mounted store).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def fsck_command(
+    store: str | None,
+    s3_endpoint: str | None,
+    index_dir: Path | None,
+    full: bool,
+    repair: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Check that the index and the store agree; exit 0 clean, 1 all repaired,
+    4 problems left, 8 fsck could not run."""
+    local, s3_url = _store_location(store, index_dir, s3_endpoint)
+    opts = daemon.MountOptions(
+        mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
+        store=local.absolute(),
+        s3_url=s3_url,
+        s3_endpoint=s3_endpoint,
+        user=getpass.getuser(),
+    )
+    bars = None if as_json or not sys.stderr.isatty() else _progress_bar
+    try:
+        report = fsck.check(opts, full=full, repair=repair, dry_run=dry_run, progress=bars)
+    except SetupError as e:
+        click.echo(f"motionfs: {e}", err=True)
+        sys.exit(fsck.EXIT_FAILED)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        checked = ", ".join(f"{n} {what}" for what, n in report.checked.items())
+        click.echo(f"checked {report.store}: {checked}")
+        for f in report.findings:
+            mark = "repaired" if f.repaired else "PROBLEM "
+            click.echo(f"  {mark} {f.kind}: {f.what}: {f.problem}")
+        click.echo(fsck.summary(report.findings))
+    sys.exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """click's progress bar on stderr, for fsck's long passes."""
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
