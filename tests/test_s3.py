@@ -23,6 +23,7 @@ import pytest
 
 from conftest import NATIVE, Drive, sha256_of
 from s3server import S3Server
+from test_trust import kill_during_checkpoint
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="the s3 store of the motionfs daemon")
 
@@ -121,7 +122,9 @@ def test_bytes_live_in_the_bucket_under_a_prefix_per_namespace(
     drive.unmount()
     assert drive.s3 is not None
     keys = drive.s3.objects(drive.s3_prefix)
-    assert keys and all(k.startswith(drive.s3_prefix + "ns/") for k in keys)
+    assert drive.s3_prefix + "store.json" in keys  # the store's identity
+    namespaced = [k for k in keys if k != drive.s3_prefix + "store.json"]
+    assert namespaced and all(k.startswith(drive.s3_prefix + "ns/") for k in namespaced)
     roots = [k for k in keys if k.endswith("/src/Root.tsx")]
     assert len(roots) == 2 and len({k.split("/")[-3] for k in roots}) == 2, roots
     assert sorted(drive.s3.get(k) for k in roots) == [
@@ -364,3 +367,48 @@ def test_s3_keys_past_the_limit_are_refused_at_create(make_drive: Callable[..., 
     (deep / "ok.txt").write_bytes(b"fits")
     drive.remount()
     assert (deep / "ok.txt").read_bytes() == b"fits"
+
+
+def test_a_new_index_over_a_used_bucket_is_refused_then_rebuilt(
+    make_drive: Callable[..., Drive], tmp_path: Path
+) -> None:
+    """The bucket carries the store's identity: an empty index over a store that
+    holds namespaces is refused (never shown empty), and fsck --repair rebuilds it."""
+    drive = make_drive()
+    project = drive.project("film")
+    (project / "scene.tsx").write_bytes(b"export const A = 1;\n")
+    (drive.path / "assets" / "logo.png").write_bytes(b"png")
+    drive.unmount()
+
+    mnt = tmp_path / "other-mnt"
+    mnt.mkdir()
+    other = Drive(mnt, tmp_path / "other-index", s3=drive.s3, remote=drive.remote)
+    try:
+        with pytest.raises(RuntimeError) as err:
+            other.start()
+        assert "fsck" in str(err.value)
+        fsck = subprocess.run(
+            [sys.executable, "-m", "motionfs", "fsck", *other.store_args(), "--repair"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert fsck.returncode == 1, fsck.stdout + fsck.stderr
+        other.start()
+        assert (mnt / "projects" / "film" / "scene.tsx").read_bytes() == b"export const A = 1;\n"
+        assert (mnt / "assets" / "logo.png").read_bytes() == b"png"
+        other.unmount()
+        clean = subprocess.run(
+            [sys.executable, "-m", "motionfs", "fsck", *other.store_args()],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+    finally:
+        other.teardown()
+
+
+def test_kill_during_a_checkpoint_on_s3(make_drive: Callable[..., Drive]) -> None:
+    """The checkpoint crash test of test_trust, once, on the s3 store."""
+    kill_during_checkpoint(make_drive, seed=4, files=150)

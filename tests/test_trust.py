@@ -62,15 +62,21 @@ def store_file(drive: Drive, rel: str) -> Path:
 # -- crash during a checkpoint ------------------------------------------------------
 
 
+@pytest.mark.local_store
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_during_checkpoint_never_shows_a_broken_one(make_drive: Any, seed: int) -> None:
+    kill_during_checkpoint(make_drive, seed, files=400)
+
+
+def kill_during_checkpoint(make_drive: Any, seed: int, files: int) -> None:
     """kill -9 at a seeded moment of `mkdir .snapshots/c1`: afterwards c1 is either
-    absent or complete, and restoring it gives every file back byte for byte."""
+    absent or complete, and restoring it gives every file back byte for byte
+    (test_s3 runs it on the s3 store)."""
     rng = random.Random(seed)
     drive = make_drive()
     project = drive.project("p")
-    files = {f"f{i:04d}.bin": rng.randbytes(32 * KIB) for i in range(400)}
-    for name, data in files.items():
+    contents = {f"f{i:04d}.bin": rng.randbytes(32 * KIB) for i in range(files)}
+    for name, data in contents.items():
         (project / name).write_bytes(data)
     drive.remount()  # everything uploaded: the checkpoint's work is copying objects
 
@@ -94,9 +100,9 @@ def test_kill_during_checkpoint_never_shows_a_broken_one(make_drive: Any, seed: 
         except FileExistsError:
             time.sleep(0.5)
     if "c1" in os.listdir(snaps):
-        for name, data in files.items():
+        for name, data in contents.items():
             assert (snaps / "c1" / name).read_bytes() == data, name
-        for name in files:
+        for name in contents:
             (project / name).write_bytes(b"changed")
         restore = subprocess.run(
             [sys.executable, "-m", "motionfs", "checkpoint", "restore", str(project), "c1"],
@@ -105,7 +111,7 @@ def test_kill_during_checkpoint_never_shows_a_broken_one(make_drive: Any, seed: 
             timeout=300,
         )
         assert restore.returncode == 0, restore.stderr
-        for name, data in files.items():
+        for name, data in contents.items():
             assert (project / name).read_bytes() == data, name
     else:
         pytest.fail("c1 neither completed nor could be made again")

@@ -300,34 +300,34 @@ def open_index(path: Path) -> Index:
         ) from e
 
 
-def check_identity(index: Index, store: Path) -> None:
-    """Refuse an index that is not this local store's; give the store an
-    identity (IDENTITY_FILE, and the same uuid in the index) if it has none.
+def check_identity(index: Index, storage: Storage, bridge: AsyncioBridge) -> None:
+    """Refuse an index that is not this store's; give the store an identity
+    (IDENTITY_FILE in the store, the same uuid in the index) if it has none.
 
     A replaced or zeroed index would otherwise mount as an empty or foreign
     drive while the store holds namespaces. The uuid goes into the index
     first, so a crash in between leaves an index that can rewrite the file.
     """
-    path = store / IDENTITY_FILE
+    where = storage.s3.url if storage.s3 is not None else str(storage.data_root.parent)
+    raw = bridge.run(storage.read_store_file, IDENTITY_FILE)
     try:
-        known: StoreIdentity | None = StoreIdentity.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        known = None
+        known = None if raw is None else StoreIdentity.model_validate_json(raw)
     except ValueError:
-        raise SetupError(f"{path} is damaged: remove it, the next mount rewrites it") from None
+        raise SetupError(
+            f"{IDENTITY_FILE} of store {where} is damaged: remove it, the next mount rewrites it"
+        ) from None
     if known is not None and known.format > STORE_FORMAT:
-        raise SetupError(f"store {store} was made by a newer motionfs: upgrade motionfs")
+        raise SetupError(f"store {where} was made by a newer motionfs: upgrade motionfs")
     found = known.uuid if known is not None else None
     recorded = index.get_meta("store_uuid")
     if found is not None and recorded is not None and found != recorded:
         raise SetupError(
-            f"index {index.path} belongs to another store, not {store}: put this store's "
+            f"index {index.path} belongs to another store, not {where}: put this store's "
             "index back, or move it aside and rebuild it with motionfs fsck --repair"
         )
-    namespaces = store / "data" / "ns"
-    if recorded is None and not index.namespace_count() and any(namespaces.glob("*")):
+    if recorded is None and not index.namespace_count() and bridge.run(storage.store_tokens):
         raise SetupError(
-            f"index {index.path} is new or empty but store {store} holds namespaces: "
+            f"index {index.path} is new or empty but store {where} holds namespaces: "
             "rebuild the index with motionfs fsck --repair"
         )
     identity = found or recorded or uuid.uuid4().hex
@@ -335,12 +335,8 @@ def check_identity(index: Index, store: Path) -> None:
         with index.transaction():
             index.set_meta("store_uuid", identity)
     if found is None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
-            f.write(StoreIdentity(uuid=identity).model_dump_json())
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        data = StoreIdentity(uuid=identity).model_dump_json().encode()
+        bridge.run(storage.write_store_file, IDENTITY_FILE, data)
 
 
 def setup_logging(store: Path, foreground: bool) -> None:
@@ -365,6 +361,7 @@ class Daemon:
         """check_store=False skips check_identity, for fsck: it opens an index
         the mount refuses in order to rebuild it."""
         self.opts = opts
+        self.check_store = check_store
         self.stopping = False  # a signal asked for a lazy unmount
         # The FUSE loop and the drain after an unmount, which a signal cuts short.
         self._serving = trio.CancelScope()
@@ -373,8 +370,6 @@ class Daemon:
         try:
             secure_store(opts.store)
             self.s3 = s3_settings(self.index, opts)
-            if check_store and self.s3 is None:  # an s3 store's would live in its bucket
-                check_identity(self.index, opts.store)
             sandbox = self.index.get_meta("sandbox_id")
             if sandbox is None:
                 sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
@@ -407,6 +402,8 @@ class Daemon:
     def prepare(self) -> None:
         try:
             self.bridge.run(self.storage.start)
+            if self.check_store:
+                check_identity(self.index, self.storage, self.bridge)
         except StoreUnavailable as e:
             raise SetupError(str(e)) from e
         self.tree.ensure_layout()

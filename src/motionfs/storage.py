@@ -1131,18 +1131,46 @@ class Storage:
     async def read_record(self, token: str, path: str) -> bytes | None:
         """A small file of a namespace the index may not know (by its token)."""
         if self.s3 is not None:
-            assert self._s3_conn is not None
-            key = f"{self.s3.namespace_prefix(token)}/{path.lstrip('/')}"
-            try:
-                got = await self._s3_conn.client.get_object(Bucket=self.s3.bucket, Key=key)
-                async with got["Body"] as body:
-                    data: bytes = await body.read()
-                    return data
-            except Exception as e:
-                if _missing(e):
-                    return None
-                raise
+            return await self._s3_object(f"{self.s3.namespace_prefix(token)}/{path.lstrip('/')}")
         return await asyncio.to_thread(self._token_host(token).read_small, path)
+
+    async def _s3_object(self, key: str) -> bytes | None:
+        assert self._s3_conn is not None and self.s3 is not None
+        try:
+            got = await self._s3_conn.client.get_object(Bucket=self.s3.bucket, Key=key)
+            async with got["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except Exception as e:
+            if _missing(e):
+                return None
+            raise
+
+    def _store_file_key(self, name: str) -> str:
+        assert self.s3 is not None
+        return f"{self.s3.prefix}/{name}" if self.s3.prefix else name
+
+    @_store_errors
+    async def read_store_file(self, name: str) -> bytes | None:
+        """A file of the store itself (its identity): beside `data/` on a local
+        store, at the store's prefix in the bucket on s3."""
+        if self.s3 is not None:
+            return await self._s3_object(self._store_file_key(name))
+        try:
+            return (self.data_root.parent / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    @_store_errors
+    async def write_store_file(self, name: str, data: bytes) -> None:
+        """Write a store file atomically and durably."""
+        if self.s3 is not None:
+            assert self._s3_conn is not None
+            await self._s3_conn.client.put_object(
+                Bucket=self.s3.bucket, Key=self._store_file_key(name), Body=data
+            )
+            return
+        await asyncio.to_thread(HostTree(self.data_root.parent).write_small, "/" + name, data)
 
     async def describe_token(self, token: str, user: str) -> NamespaceRecord | None:
         """A new record for a namespace that has none of its own (made before
