@@ -28,7 +28,15 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.models import NamespaceType, StorageScope
-from motionfs.storage import CHUNK, HostTree, S3Settings, Storage, _temp_name, is_permanent
+from motionfs.storage import (
+    CHUNK,
+    HostTree,
+    S3Settings,
+    Storage,
+    _temp_name,
+    is_permanent,
+    store_name,
+)
 from s3server import AWS_ENV, S3Server
 
 DEEP_NAMES = [f"{i:02d}" + "d" * 198 for i in range(25)]  # 200 bytes each
@@ -489,3 +497,15 @@ def with_storage(
             await storage.stop()
 
     asyncio.run(main())
+
+
+def test_a_user_file_named_like_a_temp_file_survives_the_sweep(tmp_path: Path) -> None:
+    """A name the sweep would take for an interrupted write's leftover is stored
+    under a digest, so the sweep at start never removes a user's file."""
+    name = b".tmp_abcdefgh_notes.txt"
+    stored = store_name(name)
+    assert stored != name.decode()
+    host = HostTree(tmp_path / "ns")
+    host.write_small("/" + stored, b"mine")
+    assert host.sweep_temps() == 0
+    assert host.read_small("/" + stored) == b"mine"

@@ -112,7 +112,11 @@ def store_name(name: bytes, at_root: bool = False) -> str:
         or (at_root and text in RESERVED_ROOT_NAMES)
     ):
         text += ESCAPE_SUFFIX
-    if text.startswith(HASHED_PREFIX) or len(text.encode()) > MAX_PLAIN_NAME:
+    if (
+        text.startswith(HASHED_PREFIX)
+        or len(text.encode()) > MAX_PLAIN_NAME
+        or _TEMP_NAME.match(text)  # would look like an interrupted write's leftover
+    ):
         return _hashed(name)
     return text
 
