@@ -336,6 +336,8 @@ def test_zeroed_index_is_refused_and_fsck_rebuilds_it(make_drive: Any, tmp_path:
 def test_fsck_on_a_clean_store_and_refused_while_mounted(drive: Drive) -> None:
     project = drive.project("p")
     (project / "a.txt").write_bytes(b"hello")
+    (project / "line\nbreak.txt").write_bytes(b"a name s3 keys hold as a digest")
+    (project / ("long" * 62)).write_bytes(b"a name the provider holds as a digest")
     os.mkdir(project / ".snapshots" / "c1")
     (drive.path / "assets" / "pic.png").write_bytes(b"pic")
     refused = subprocess.run(

@@ -363,7 +363,7 @@ class Fsck:
         for node in self.index.nodes_of_namespace(record.ns_id):
             if node.is_reg and node.nlink > 0:
                 expected.update(self.tree.store_paths(node))
-        return expected
+        return {self.storage.listed_as(record.ns_id, p) for p in expected}
 
     # -- adoption and rebuild -------------------------------------------------------
 

@@ -1221,6 +1221,14 @@ class Storage:
             info_json=info.model_dump_json(),
         )
 
+    def listed_as(self, ns_id: str, path: str) -> str:
+        """How list_files names the file at `path` (s3 keys hold some names as digests)."""
+        s3 = self._s3(ns_id)
+        if s3 is None:
+            return path
+        base = s3.key("/x")[:-1]
+        return "/" + s3.key(path)[len(base) :]
+
     @_store_errors
     async def size_of(self, ns_id: str, path: str) -> int | None:
         """The size of the store's copy at `path`; None if there is none."""
