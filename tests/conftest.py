@@ -205,6 +205,17 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "local"))
 
 
+# Fixtures that mount a drive through the kernel: a test using one is a `mount` test,
+# so `-m "not mount"` selects the fast layer (the engine without the kernel).
+MOUNTING_FIXTURES = {"drive", "make_drive", "project", "own_drive", "small_disk"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MOUNTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mount)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     local_only = metafunc.definition.get_closest_marker("local_store") is not None

@@ -1,6 +1,6 @@
 """Crash durability: SIGKILL the daemon, mount again, and nothing closed or fsynced is lost.
 
-Rule 1 of the design: everything a user wrote and closed, or fsynced, survives a daemon crash.
+The durability promise: everything a user wrote and closed, or fsynced, survives a daemon crash.
 `drive.kill()` SIGKILLs the daemon and clears the dead mount; `drive.start()` mounts the same
 store again. Fds opened before the kill belong to the dead mount: they are only closed, with
 errors ignored. Against a native directory (MOTIONFS_TEST_TARGET=native) kill is a no-op, so

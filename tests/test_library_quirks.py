@@ -804,7 +804,7 @@ def test_s3_provider_quirks(s3_server: Any) -> None:
 
 def test_s3_provider_reports_an_outage_as_missing(tmp_path: Path) -> None:
     """The stock s3 provider turns a failing endpoint into False/None, like a missing file
-    (DESIGN.md: "a backend outage looks the same"). motionfs's strict calls raise instead,
+    ("a backend outage looks the same" as a missing file). motionfs's strict calls raise instead,
     so the storage layer reports StoreUnavailable (EIO), never "not found"."""
     from motionfs.errors import StoreUnavailable
     from motionfs.storage import S3Settings

@@ -38,7 +38,7 @@ def write_pattern(path: Path, size: int) -> str:
 
 
 def test_a_large_file_streams_through_with_bounded_daemon_memory(drive: Drive) -> None:
-    """Rule 3: 768 MiB in, uploaded, evicted, fetched back: the daemon's peak RSS stays small."""
+    """Bounded memory: 768 MiB in, uploaded, evicted, fetched back; the daemon's RSS stays small."""
     project = drive.project("big")
     f = project / "render.mov"
     expected = write_pattern(f, 768 * MiB)
@@ -54,7 +54,7 @@ def test_a_large_file_streams_through_with_bounded_daemon_memory(drive: Drive) -
 
 
 def test_store_that_vanished_gives_eio_not_enoent(drive: Drive) -> None:
-    """Rule 2: when the bytes are gone from the store, reads fail with EIO, not 'not found'."""
+    """Honest errors: bytes gone from the store make reads fail with EIO, not ENOENT."""
     project = drive.project("p")
     (project / "f").write_bytes(b"x" * 1000)
     drive.remount()

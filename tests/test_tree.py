@@ -20,7 +20,7 @@ from motionfs.tree import ROOT_INO, Tree
 
 
 def test_closed_file_lands_in_the_namespace_at_its_own_path(h: Harness) -> None:
-    """Rule 5: a project's src/Root.tsx is /src/Root.tsx in its WORKSPACE namespace."""
+    """Interoperable layout: src/Root.tsx is /src/Root.tsx in its WORKSPACE namespace."""
 
     async def body(tree: Tree) -> None:
         p = await project(tree)

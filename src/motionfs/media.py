@@ -4,7 +4,7 @@ RenderMetadata and AssetMetadata (format, resolution, fps, duration, codec,
 bitrate, mime type) must describe the bytes a user stored, not what the file
 name claims, so the type is sniffed from magic bytes first and then confirmed
 by FFmpeg's demuxers (PyAV) for audio/video or Pillow for images. Both only
-read headers and a bounded probe window, never the whole file (DESIGN rule 3).
+read headers and a bounded probe window, never the whole file (bounded memory).
 
 `probe` never raises: a file that is empty, truncated, garbage, text, a FIFO or
 huge still gives a MediaInfo, with None where nothing could be read and one
