@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import force_unmount, is_mounted
+from motionfs import __version__ as motionfs_version
 from motionfs.daemon import process_alive
 
 pytestmark = pytest.mark.mount
@@ -455,3 +456,33 @@ def test_command_help(cli: Cli, command: str) -> None:
     assert f"motionfs {command}" in done.stdout, done.stdout
     if command == "mount":
         assert "MOUNTPOINT" in done.stdout and "--store" in done.stdout
+
+
+def test_version(cli: Cli) -> None:
+    done = cli.run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"motionfs, version {motionfs_version}"
+
+
+@pytest.mark.parametrize("address", ["memory://", "sqlite:///tmp/one.db", "ftp://host/x"])
+def test_store_addresses_that_are_not_folders_are_refused(cli: Cli, address: str) -> None:
+    """A URL is never taken for a relative folder name (`memory:` in the cwd)."""
+    before = set(cli.tmp.iterdir())
+    for command in (["mount", str(cli.tmp / "mnt")], ["fsck"]):
+        done = cli.run(*command, "--store", address)
+        assert done.returncode != 0
+        assert done.stderr.strip().count("\n") == 0 and "unsupported store" in done.stderr
+    assert set(cli.tmp.iterdir()) == before
+
+
+def test_api_expands_the_home_folder(tmp_path: Path) -> None:
+    """`store="~/..."` is the home folder's store, not a folder named `~`."""
+    from motionfs.api import ArtifactStorageManager
+
+    home = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path)
+    try:
+        manager = ArtifactStorageManager(store="~/motion-store")
+    finally:
+        if home is not None:
+            os.environ["HOME"] = home
+    assert manager.store == tmp_path / "motion-store"

@@ -89,7 +89,7 @@ class ArtifactStorageManager:
     ) -> None:
         config = provider_config or {}
         self.provider_type = provider_type
-        self.store = Path(store or config.get("store") or _default_store()).absolute()
+        self.store = Path(store or config.get("store") or _default_store()).expanduser().absolute()
         self.user_id = user_id or getpass.getuser()
         self._engine: _Engine | None = None
         self._initialized = False

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import control, daemon, fsck
+from . import __version__, control, daemon, fsck
 from .errors import SetupError
 from .index import Index
 
@@ -49,6 +49,7 @@ def fail(message: str) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="motionfs")
 def main() -> None:
     """Mount the chuk-motion artifact store as a drive."""
 
@@ -149,6 +150,8 @@ def _store_location(
     """(the local store or index directory, the s3:// address or None) of --store."""
     if store is not None and store.startswith("s3://"):
         return (index_dir or default_s3_index(store)).expanduser(), store
+    if store is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", store):
+        fail(f"unsupported store address {store}: use a folder or s3://BUCKET/PREFIX")
     if index_dir is not None or s3_endpoint is not None:
         fail("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
     return (Path(store).expanduser() if store else default_store()), None
