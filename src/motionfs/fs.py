@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
-import trio
 
 from .errors import FsError, StoreUnavailable
 from .index import Inode
@@ -36,7 +35,7 @@ def translated(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         ops = args[0]
         assert isinstance(ops, Operations)
-        ops.tree.journal.last_request = trio.current_time()
+        ops.drive.note_request()
         try:
             return await fn(*args, **kwargs)
         except FsError as e:
@@ -69,9 +68,9 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, tree: Drive, attr_timeout: float = 1.0) -> None:
+    def __init__(self, drive: Drive, attr_timeout: float = 1.0) -> None:
         super().__init__()
-        self.tree = tree
+        self.drive = drive
         self.attr_timeout = attr_timeout
         self._dir_handles: dict[int, tuple[int, list[tuple[bytes, Inode]]]] = {}
         self._next_dh = 1
@@ -100,7 +99,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         try:
-            return self.entry(self.tree.lookup(parent_inode, name))
+            return self.entry(self.drive.lookup(parent_inode, name))
         except FsError as e:
             if e.errno != errno.ENOENT:
                 raise
@@ -114,13 +113,13 @@ class Operations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
-            self.tree.forget_all(inode_list)
+            self.drive.forget_all(inode_list)
         except Exception:
             log.exception("forget of %d inodes failed", len(inode_list))
 
     @translated
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self.entry(self.tree.stat(inode))
+        return self.entry(self.drive.stat(inode))
 
     @translated
     async def setattr(
@@ -131,7 +130,7 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: Any,
     ) -> pyfuse3.EntryAttributes:
-        node = await self.tree.setattr(
+        node = await self.drive.setattr(
             inode,
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
@@ -144,33 +143,33 @@ class Operations(pyfuse3.Operations):
 
     @translated
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        return self.tree.readlink(inode)
+        return self.drive.readlink(inode)
 
     @translated
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(await self.tree.mknod(parent_inode, name, mode, rdev, ctx))
+        return self.entry(await self.drive.mknod(parent_inode, name, mode, rdev, ctx))
 
     @translated
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(await self.tree.mkdir(parent_inode, name, mode, ctx))
+        return self.entry(await self.drive.mkdir(parent_inode, name, mode, ctx))
 
     @translated
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.tree.unlink(parent_inode, name)
+        await self.drive.unlink(parent_inode, name)
 
     @translated
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.tree.rmdir(parent_inode, name)
+        await self.drive.rmdir(parent_inode, name)
 
     @translated
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(await self.tree.symlink(parent_inode, name, target, ctx))
+        return self.entry(await self.drive.symlink(parent_inode, name, target, ctx))
 
     @translated
     async def rename(
@@ -182,17 +181,17 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: Any,
     ) -> None:
-        await self.tree.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        await self.drive.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @translated
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(await self.tree.link(inode, new_parent_inode, new_name))
+        return self.entry(await self.drive.link(inode, new_parent_inode, new_name))
 
     @translated
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        fh = await self.tree.open(inode, flags)
+        fh = await self.drive.open(inode, flags)
         # Content only changes through this mount, which keeps the kernel's
         # page cache coherent, so cached pages survive a reopen.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -201,32 +200,32 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, node = await self.tree.create(parent_inode, name, mode, flags, ctx)
+        fh, node = await self.drive.create(parent_inode, name, mode, flags, ctx)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self.entry(node)
 
     @translated
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.tree.read(fh, off, size)
+        return await self.drive.read(fh, off, size)
 
     @translated
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self.tree.write(fh, off, buf)
+        return await self.drive.write(fh, off, buf)
 
     @translated
     async def flush(self, fh: int) -> None:
-        await self.tree.flush(fh)
+        await self.drive.flush(fh)
 
     @translated
     async def release(self, fh: int) -> None:
-        await self.tree.release(fh)
+        await self.drive.release(fh)
 
     @translated
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.tree.fsync(fh)
+        await self.drive.fsync(fh)
 
     @translated
     async def opendir(self, inode: int, ctx: Any) -> int:
-        listing = self.tree.listing_with_dots(inode)
+        listing = self.drive.listing_with_dots(inode)
         dh = self._next_dh
         self._next_dh += 1
         self._dir_handles[dh] = (inode, listing)
@@ -240,7 +239,7 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self.entry(node), i + 1):
                 return
             if name not in (b".", b".."):  # the kernel counts no lookup for these
-                self.tree.remember(node.ino)
+                self.drive.remember(node.ino)
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
@@ -248,11 +247,11 @@ class Operations(pyfuse3.Operations):
     @translated
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         ino, _listing = self._dir_handles.get(fh, (0, []))
-        await self.tree.fsyncdir(ino)
+        await self.drive.fsyncdir(ino)
 
     @translated
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        st = os.statvfs(self.tree.statfs_path())
+        st = os.statvfs(self.drive.statfs_path())
         s = pyfuse3.StatvfsData()
         s.f_bsize = st.f_bsize
         s.f_frsize = st.f_frsize
@@ -267,16 +266,16 @@ class Operations(pyfuse3.Operations):
 
     @translated
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        self.tree.setxattr(inode, name, value)
+        self.drive.setxattr(inode, name, value)
 
     @translated
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return self.tree.getxattr(inode, name)
+        return self.drive.getxattr(inode, name)
 
     @translated
     async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
-        return self.tree.listxattr(inode)
+        return self.drive.listxattr(inode)
 
     @translated
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        self.tree.removexattr(inode, name)
+        self.drive.removexattr(inode, name)

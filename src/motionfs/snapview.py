@@ -18,7 +18,10 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import trio
 
 from .checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
 from .errors import FsError, StoreUnavailable
@@ -284,8 +287,12 @@ class Drive:
         self.checkpoints = view.cps
         self.motion = motion
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tree, name)
+    def note_request(self) -> None:
+        """A file system request arrived: store work waits for a quiet moment."""
+        self.tree.journal.last_request = trio.current_time()
+
+    def statfs_path(self) -> Path:
+        return self.tree.statfs_path()
 
     def _is_snapdir_name(self, parent: int, name: bytes) -> bool:
         if name != SNAPDIR or is_virtual(parent):
