@@ -101,7 +101,7 @@ class Catalog:
             ProjectMetadata(project_name=project_name, **fields)
         except ValidationError as e:
             raise FsError(errno.EINVAL, f"invalid project metadata: {e.errors()[0]['msg']}") from e
-        area = self.tree._area_dir(scope, Area.PROJECTS)
+        area = self.tree.area_dir(scope, Area.PROJECTS)
         node = await self.drive.mkdir(area.ino, project_name.encode(), 0o755, self.ctx)
         assert node.ns_id is not None
         current = self.drive.motion.load(node)
@@ -118,7 +118,7 @@ class Catalog:
         metadata = self.drive.motion.load(node)
         assert isinstance(metadata, ProjectMetadata)
         checkpoints = [
-            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cps.all(ns_id)
+            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)
         ]
         return ProjectInfo(
             namespace_info=self.namespace_info(record), metadata=metadata, checkpoints=checkpoints
@@ -176,7 +176,7 @@ class Catalog:
 
     def _render_folder(self, project_ns: str, scope: StorageScope) -> Inode:
         _parent, name, _node = self._node(project_ns)
-        renders = self.tree._area_dir(scope, Area.RENDERS)
+        renders = self.tree.area_dir(scope, Area.RENDERS)
         ino = self.index.lookup(renders.ino, name)
         if ino is None:
             raise FsError(errno.ENOENT, f"renders/{name.decode()} is missing")
@@ -197,7 +197,7 @@ class Catalog:
     async def store_asset(
         self, source: Path, scope: StorageScope, fields: dict[str, Any]
     ) -> AssetInfo:
-        assets = self.tree._area_dir(scope, Area.ASSETS)
+        assets = self.tree.area_dir(scope, Area.ASSETS)
         ext = mimetypes.guess_extension(fields.get("mime_type") or "") or ""
         node = await self._store_blob(assets, f"asset-{_stamp()}{ext}", source)
         model = self._merge(node, AssetMetadata, fields)
@@ -236,7 +236,7 @@ class Catalog:
         _parent, _name, node = self._node(ns_id)
         if not node.is_reg:
             raise FsError(errno.EINVAL, f"{ns_id} is not a render or an asset")
-        await self.tree._ensure_cached(node)
+        await self.tree.ensure_cached(node)
         shutil.copyfile(self.tree.cache.source(node.ino, node.content_gen), dest)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -257,7 +257,7 @@ class Catalog:
 
     def list_checkpoints(self, ns_id: str) -> list[CheckpointInfo]:
         self._project_ino(ns_id)
-        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cps.all(ns_id)]
+        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)]
 
     async def restore_checkpoint(self, ns_id: str, checkpoint_id: str) -> None:
         await self.drive.checkpoints.restore(self._project_ino(ns_id), checkpoint_id)

@@ -52,7 +52,7 @@ class Expiry:
                     self.tree.remove_subtree(parent, name, node, now_ns(), removed)
                     gone.append((parent, name))
                 if index.namespace_state(ns_id) == "live":  # nothing in the tree held it
-                    self.tree._destroy_namespace(ns_id)
+                    self.tree.destroy_namespace_of(ns_id)
             self.tree.content_replaced([], [], gone, removed)
             log.info("scratch namespace %s expired after %.0fs", ns_id, self.ttl)
         return len(expired)

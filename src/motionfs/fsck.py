@@ -93,7 +93,7 @@ class Fsck:
         self.index = self.tree.index
         self.storage = self.tree.storage
         self.bridge = self.tree.bridge
-        self.cps = CheckpointIndex(self.index)
+        self.records = CheckpointIndex(self.index)
 
     # -- reporting ------------------------------------------------------------
 
@@ -273,7 +273,7 @@ class Fsck:
         return await self._check_bytes(ns_id, object_path(sha), size, sha) is None
 
     async def _objects(self) -> None:
-        for ns_id, sha, size in self._steps("checkpoint objects", self.cps.objects()):
+        for ns_id, sha, size in self._steps("checkpoint objects", self.records.objects()):
             self._count("checkpoint objects")
             if self.index.pending_count(ns_id):
                 continue
@@ -301,7 +301,7 @@ class Fsck:
         return None
 
     def _checkpoints(self) -> None:
-        for cp in self.cps.all(None, complete_only=False):
+        for cp in self.records.all(None, complete_only=False):
             self._count("checkpoints")
             if cp.complete or self.index.pending_count(cp.ns_id):
                 continue
@@ -359,7 +359,7 @@ class Fsck:
                 )
 
     def _expected_paths(self, record: NamespaceRecord) -> set[str]:
-        expected = {object_path(sha) for _n, sha, _z in self.cps.objects(record.ns_id)}
+        expected = {object_path(sha) for _n, sha, _z in self.records.objects(record.ns_id)}
         for node in self.index.nodes_of_namespace(record.ns_id):
             if node.is_reg and node.nlink > 0:
                 expected.update(self.tree.store_paths(node))

@@ -100,7 +100,7 @@ class Journal:
         self.storage = storage
         self.bridge = bridge
         self.cache = cache
-        self.cps = CheckpointIndex(index)
+        self.records = CheckpointIndex(index)
         self._wake = trio.Event()
         self._running: set[str] = set()
         self._progress = trio.Event()  # set (and replaced) whenever an entry finishes
@@ -336,7 +336,7 @@ class Journal:
                 log.error("checkpoint %s of %s is incomplete: %s", e.path, ns, lost[0].last_error)
                 return
             with self.index.transaction():
-                self.cps.mark_complete(ns, e.path)
+                self.records.mark_complete(ns, e.path)
         elif op is Op.WRITE:
             assert e.path2 is not None
             data = e.path2.encode()

@@ -235,7 +235,7 @@ class MotionMetadata:
             cur = parent
         if not name or node.scope is None:
             return None
-        projects = self.tree._area_dir(StorageScope(node.scope), Area.PROJECTS)
+        projects = self.tree.area_dir(StorageScope(node.scope), Area.PROJECTS)
         ino = self.index.lookup(projects.ino, name)
         project = self.index.get(ino) if ino is not None else None
         return project.ns_id if project is not None else None

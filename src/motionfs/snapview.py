@@ -82,7 +82,7 @@ class SnapHandle:
 class SnapshotView:
     def __init__(self, tree: Tree, checkpoints: Checkpoints, visible: bool) -> None:
         self.tree = tree
-        self.cps = checkpoints
+        self.checkpoints = checkpoints
         self.visible = visible
         self.handles: dict[int, SnapHandle] = {}
 
@@ -96,7 +96,7 @@ class SnapshotView:
 
     def _checkpoints(self, project: Inode) -> list[Checkpoint]:
         assert project.ns_id is not None
-        return self.cps.cps.all(project.ns_id)
+        return self.checkpoints.records.all(project.ns_id)
 
     def snapdir(self, project: Inode) -> Inode:
         cps = self._checkpoints(project)
@@ -141,7 +141,7 @@ class SnapshotView:
         )
 
     def _entry(self, ino: int) -> CpEntry:
-        e = self.cps.cps.entry(ino - ENTRY_BASE)
+        e = self.checkpoints.records.entry(ino - ENTRY_BASE)
         if e is None:
             raise FsError(errno.ENOENT, "checkpoint deleted")
         return e
@@ -161,11 +161,11 @@ class SnapshotView:
             e = self._entry(parent)
             if name == b"..":
                 if e.parent_eid is None:
-                    cp = self.cps.cps.by_id(e.cp_id)
+                    cp = self.checkpoints.records.by_id(e.cp_id)
                     assert cp is not None
                     return self.snapdir(self._project_for_ns(cp.ns_id))
                 return self.stat(ENTRY_BASE + e.parent_eid)
-            child = self.cps.cps.child(e.eid, name)
+            child = self.checkpoints.records.child(e.eid, name)
             if child is None:
                 raise FsError(errno.ENOENT)
             return self.entry_inode(child)
@@ -178,10 +178,10 @@ class SnapshotView:
                 raise FsError(errno.ENOENT)
             return link
         assert project.ns_id is not None
-        cp = self.cps.cps.get(project.ns_id, name.decode("utf-8", "replace"))
+        cp = self.checkpoints.records.get(project.ns_id, name.decode("utf-8", "replace"))
         if cp is None:
             raise FsError(errno.ENOENT)
-        return self.entry_inode(self.cps.cps.root(cp.cp_id))
+        return self.entry_inode(self.checkpoints.records.root(cp.cp_id))
 
     def _project_for_ns(self, ns_id: str) -> Inode:
         for _parent, _name, node in self.tree.index.links_of_namespace(ns_id):
@@ -193,10 +193,10 @@ class SnapshotView:
             e = self._entry(ino)
             if not stat.S_ISDIR(e.mode):
                 raise FsError(errno.ENOTDIR)
-            return [(c.name, self.entry_inode(c)) for c in self.cps.cps.children(e.eid)]
+            return [(c.name, self.entry_inode(c)) for c in self.checkpoints.records.children(e.eid)]
         project = self._project_of(ino, SNAPDIR_BASE)
         out = [
-            (cp.name.encode(), self.entry_inode(self.cps.cps.root(cp.cp_id)))
+            (cp.name.encode(), self.entry_inode(self.checkpoints.records.root(cp.cp_id)))
             for cp in self._checkpoints(project)
         ]
         link = self.latest(project)
@@ -213,7 +213,7 @@ class SnapshotView:
     def getxattr(self, ino: int, name: bytes) -> bytes:
         if ino < ENTRY_BASE:
             raise FsError(errno.ENODATA)
-        value = self.cps.cps.xattrs(self._entry(ino).eid).get(name)
+        value = self.checkpoints.records.xattrs(self._entry(ino).eid).get(name)
         if value is None:
             raise FsError(errno.ENODATA)
         return value
@@ -221,7 +221,7 @@ class SnapshotView:
     def listxattr(self, ino: int) -> list[bytes]:
         if ino < ENTRY_BASE:
             return []
-        return sorted(self.cps.cps.xattrs(self._entry(ino).eid))
+        return sorted(self.checkpoints.records.xattrs(self._entry(ino).eid))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -248,9 +248,9 @@ class SnapshotView:
         path = cache.object_path(e.sha256)
         if path.exists():
             return path
-        cp = self.cps.cps.by_id(e.cp_id)
+        cp = self.checkpoints.records.by_id(e.cp_id)
         assert cp is not None
-        await self.tree._wait_store(self.tree.journal.drain(cp.ns_id, self.tree.config.io_timeout))
+        await self.tree.wait_stored(cp.ns_id)
         part = path.with_name(path.name + ".part")
         try:
             found = await self.tree.bridge.call(
@@ -284,7 +284,7 @@ class Drive:
     def __init__(self, tree: Tree, view: SnapshotView, motion: MotionMetadata) -> None:
         self.tree = tree
         self.view = view
-        self.checkpoints = view.cps
+        self.checkpoints = view.checkpoints
         self.motion = motion
 
     def note_request(self) -> None:
@@ -315,7 +315,7 @@ class Drive:
         if is_virtual(parent):
             return self.view.lookup(parent, name)
         if self._is_snapdir_name(parent, name):
-            project = self.tree._get(parent)
+            project = self.tree.node(parent)
             return self.view.snapdir(project)
         return self.tree.lookup(parent, name)
 
@@ -345,7 +345,7 @@ class Drive:
     def listing_with_dots(self, ino: int) -> list[tuple[bytes, Inode]]:
         if not is_virtual(ino):
             entries = self.tree.listing_with_dots(ino)
-            node = self.tree._get(ino)
+            node = self.tree.node(ino)
             if self.view.visible and node.role == Role.PROJECT.value:
                 entries.append((SNAPDIR, self.view.snapdir(node)))
             return entries
@@ -423,7 +423,7 @@ class Drive:
         if SNAPDIR_BASE <= parent < LATEST_BASE:
             project = self.view._project_of(parent, SNAPDIR_BASE)
             cp = await self.create_checkpoint(project.ino, name, None)
-            return self.view.entry_inode(self.checkpoints.cps.root(cp.cp_id))
+            return self.view.entry_inode(self.checkpoints.records.root(cp.cp_id))
         self._refuse_name(parent, name)
         return await self.tree.mkdir(parent, name, mode, ctx)
 

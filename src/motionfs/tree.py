@@ -246,7 +246,7 @@ class Tree:
             ns_id=ns_id,
         )
         self.index.link(parent, name, node.ino)
-        parent_node = self._get(parent)
+        parent_node = self.node(parent)
         self.index.update(parent, nlink=parent_node.nlink + 1, mtime_ns=t, ctime_ns=t)
         return node
 
@@ -265,7 +265,7 @@ class Tree:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _get(self, ino: int) -> Inode:
+    def node(self, ino: int) -> Inode:
         inode = self.index.get(ino)
         if inode is None:
             raise FsError(errno.ENOENT, f"inode {ino} does not exist")
@@ -273,10 +273,10 @@ class Tree:
 
     def _child(self, parent: int, name: bytes) -> Inode | None:
         ino = self.index.lookup(parent, name)
-        return None if ino is None else self._get(ino)
+        return None if ino is None else self.node(ino)
 
     def stat(self, ino: int) -> Inode:
-        inode = self._get(ino)
+        inode = self.node(ino)
         of = self.open_files.get(ino)
         if of is not None and of.work:
             inode = inode.model_copy(
@@ -289,7 +289,7 @@ class Tree:
         names: list[bytes] = []
         cur = ino
         while True:
-            inode = self._get(cur)
+            inode = self.node(cur)
             if inode.role == Role.PROJECT.value:
                 names.reverse()
                 return names
@@ -303,7 +303,7 @@ class Tree:
     def _in_project(self, inode: Inode) -> bool:
         return inode.role == Role.NODE.value and inode.area == Area.PROJECTS.value
 
-    def _store_path(self, parent: int, name: bytes) -> str:
+    def entry_store_path(self, parent: int, name: bytes) -> str:
         prefix = self._dir_store_path(parent)
         return prefix + "/" + store_name(name, at_root=not prefix)
 
@@ -311,7 +311,7 @@ class Tree:
         """The store path of a name about to exist; ENAMETOOLONG where an S3 key
         for it (or for anything in the `subtree` moving there) would pass S3's
         1,024-byte limit, so every path the mount takes can be stored."""
-        path = self._store_path(parent, name)
+        path = self.entry_store_path(parent, name)
         if self.storage.s3 is not None:
             room = S3_KEY_MAX - len(self.storage.s3.namespace_prefix("0" * 16).encode())
             deepest = len(path.encode()) + (self._deepest(subtree.ino) if subtree else 0)
@@ -343,7 +343,7 @@ class Tree:
         """Where the store keeps a file's bytes: each hard link's path, or the blob."""
         if not self._in_project(inode):
             return [BLOB_DATA_PATH]
-        return [self._store_path(p, n) for p, n in self.index.parents(inode.ino)]
+        return [self.entry_store_path(p, n) for p, n in self.index.parents(inode.ino)]
 
     def is_blob_file(self, inode: Inode) -> bool:
         return (
@@ -384,7 +384,7 @@ class Tree:
 
     def _touch_dir(self, ino: int, t: int, nlink_delta: int = 0) -> None:
         if nlink_delta:
-            node = self._get(ino)
+            node = self.node(ino)
             self.index.update(ino, mtime_ns=t, ctime_ns=t, nlink=node.nlink + nlink_delta)
         else:
             self.index.update(ino, mtime_ns=t, ctime_ns=t)
@@ -454,7 +454,7 @@ class Tree:
         atime_ns: int | None = None,
         mtime_ns: int | None = None,
     ) -> Inode:
-        inode = self._get(ino)
+        inode = self.node(ino)
         t = now_ns()
         changes: dict[str, object] = {}
         if size is not None:
@@ -488,7 +488,7 @@ class Tree:
             raise FsError(errno.EPERM, "the layout folders' modes are fixed")
 
     def readlink(self, ino: int) -> bytes:
-        inode = self._get(ino)
+        inode = self.node(ino)
         if not inode.is_symlink or inode.target is None:
             raise FsError(errno.EINVAL, "not a symlink")
         return inode.target
@@ -497,7 +497,7 @@ class Tree:
 
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Inode:
         _check_name(name)
-        p = self._get(parent)
+        p = self.node(parent)
         if not p.is_dir:
             raise FsError(errno.ENOTDIR)
         self._refuse_layout(p, "mkdir")
@@ -565,7 +565,7 @@ class Tree:
             )
             self.save_motion_meta(record.ns_id, metadata.model_dump_json())
             self.journal_place(record.ns_id, inode.ino)
-            renders = self._area_dir(scope, Area.RENDERS)
+            renders = self.area_dir(scope, Area.RENDERS)
             if self.index.lookup(renders.ino, name) is None:
                 self.new_dir(
                     renders.ino,
@@ -606,7 +606,7 @@ class Tree:
         text = json.dumps({"record": record.model_dump(mode="json"), "path": names[::-1]})
         self.index.enqueue(ns_id, Op.WRITE.value, path=NAMESPACE_RECORD_PATH, path2=text)
 
-    def _area_dir(self, scope: StorageScope, area: Area) -> Inode:
+    def area_dir(self, scope: StorageScope, area: Area) -> Inode:
         base = ROOT_INO
         if scope in SCOPE_FOLDERS:
             found = self.index.lookup(ROOT_INO, SCOPE_FOLDERS[scope])
@@ -614,7 +614,7 @@ class Tree:
             base = found
         ino = self.index.lookup(base, area.value.encode())
         assert ino is not None
-        return self._get(ino)
+        return self.node(ino)
 
     async def _new_file_node(
         self,
@@ -690,28 +690,28 @@ class Tree:
         return inode
 
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Inode:
-        return await self._new_file_node(self._get(parent), name, mode, ctx, rdev=rdev)
+        return await self._new_file_node(self.node(parent), name, mode, ctx, rdev=rdev)
 
     async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx) -> Inode:
         if len(target) > 4095:
             raise FsError(errno.ENAMETOOLONG, "symlink target too long")
         return await self._new_file_node(
-            self._get(parent), name, stat.S_IFLNK | 0o777, ctx, target=target
+            self.node(parent), name, stat.S_IFLNK | 0o777, ctx, target=target
         )
 
     async def create(
         self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx
     ) -> tuple[int, Inode]:
         inode = await self._new_file_node(
-            self._get(parent), name, stat.S_IFREG | (mode & 0o7777), ctx
+            self.node(parent), name, stat.S_IFREG | (mode & 0o7777), ctx
         )
         fh = self._open_handle(inode, flags)
         return fh, inode
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Inode:
         _check_name(new_name)
-        inode = self._get(ino)
-        p = self._get(new_parent)
+        inode = self.node(ino)
+        p = self.node(new_parent)
         if inode.is_dir:
             raise FsError(errno.EPERM, "hard links to directories")
         self._refuse_layout(p, "link")
@@ -722,7 +722,7 @@ class Tree:
         if self.index.lookup(new_parent, new_name) is not None:
             raise FsError(errno.EEXIST)
         if inode.is_reg and self._in_project(inode):
-            await self._ensure_cached(inode)
+            await self.ensure_cached(inode)
         t = now_ns()
         with self.changing():
             self.index.link(new_parent, new_name, ino)
@@ -757,22 +757,24 @@ class Tree:
     async def _prepare_drop(self, victim: Inode) -> None:
         """An open file that loses its last link stays readable: cache it first."""
         if victim.is_reg and victim.nlink == 1 and victim.ino in self.open_files:
-            await self._ensure_cached(victim)
+            await self.ensure_cached(victim)
 
     def _drop_link(self, parent: int, name: bytes, victim: Inode, t: int) -> None:
         """Remove one link (in the current transaction) and what the store holds for it."""
         store = self._in_project(victim) and not victim.is_symlink and victim.is_reg
         if store:
             assert victim.ns_id is not None
-            self.index.enqueue(victim.ns_id, Op.REMOVE.value, path=self._store_path(parent, name))
+            self.index.enqueue(
+                victim.ns_id, Op.REMOVE.value, path=self.entry_store_path(parent, name)
+            )
         self.index.unlink(parent, name)
         nlink = 0 if victim.is_dir else victim.nlink - 1
         self.index.update(victim.ino, nlink=nlink, ctime_ns=t)
         if nlink == 0 and self.is_blob_file(victim):
             assert victim.ns_id is not None
-            self._destroy_namespace(victim.ns_id)
+            self.destroy_namespace_of(victim.ns_id)
 
-    def _destroy_namespace(self, ns_id: str) -> None:
+    def destroy_namespace_of(self, ns_id: str) -> None:
         self.index.drop_ops(ns_id)
         self.index.set_namespace_state(ns_id, "destroying")
         self.index.enqueue(ns_id, Op.DESTROY.value)
@@ -796,11 +798,13 @@ class Tree:
         if victim.role == Role.PROJECT.value:
             assert victim.ns_id is not None
             CheckpointIndex(self.index).delete_namespace(victim.ns_id)
-            self._destroy_namespace(victim.ns_id)
+            self.destroy_namespace_of(victim.ns_id)
             log.info("deleted project %r (namespace %s)", name, victim.ns_id)
         elif self._in_project(victim):
             assert victim.ns_id is not None
-            self.index.enqueue(victim.ns_id, Op.REMOVE.value, path=self._store_path(parent, name))
+            self.index.enqueue(
+                victim.ns_id, Op.REMOVE.value, path=self.entry_store_path(parent, name)
+            )
         self.index.unlink(parent, name)
         self.index.update(victim.ino, nlink=0, ctime_ns=t)
         self._touch_dir(parent, t, nlink_delta=-1)
@@ -834,7 +838,7 @@ class Tree:
             raise FsError(errno.EEXIST)
         if src.role in (Role.ROOT.value, Role.SCOPE.value, Role.AREA.value):
             raise FsError(errno.EPERM, "the top-level layout is fixed")
-        np = self._get(new_parent)
+        np = self.node(new_parent)
         self._refuse_layout(np, "rename")
         if src.role == Role.PROJECT.value:
             if np.role != Role.AREA.value or (np.area, np.scope) != (src.area, src.scope):
@@ -859,7 +863,7 @@ class Tree:
         in_project = self._in_project(src)
         old_path = new_path = None
         if in_project and (src.is_dir or src.is_reg):
-            old_path = self._store_path(old_parent, old_name)
+            old_path = self.entry_store_path(old_parent, old_name)
             new_path = self._new_store_path(new_parent, new_name, src if src.is_dir else None)
         t = now_ns()
         with self.changing():
@@ -908,7 +912,7 @@ class Tree:
             meta = ProjectMetadata.model_validate_json(raw)
             renamed = meta.model_copy(update={"project_name": name, "updated_at": utcnow()})
             self.save_motion_meta(project.ns_id, renamed.model_dump_json())
-        renders = self._area_dir(_scope_of(project), Area.RENDERS)
+        renders = self.area_dir(_scope_of(project), Area.RENDERS)
         folder = self.index.lookup(renders.ino, old_name)
         if folder is not None and self.index.lookup(renders.ino, new_name) is None:
             self.index.unlink(renders.ino, old_name)
@@ -920,11 +924,11 @@ class Tree:
     # -- directories ------------------------------------------------------------------
 
     def listing(self, ino: int) -> list[tuple[bytes, Inode]]:
-        inode = self._get(ino)
+        inode = self.node(ino)
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
         entries = self.index.listing(ino)
-        return [(name, self._overlay(node)) for name, node in entries]
+        return [(name, self.overlay(node)) for name, node in entries]
 
     def listing_with_dots(self, ino: int) -> list[tuple[bytes, Inode]]:
         entries = self.listing(ino)
@@ -932,7 +936,7 @@ class Tree:
         parent = self.stat(links[0][0]) if links else self.stat(ino)
         return [(b".", self.stat(ino)), (b"..", parent), *entries]
 
-    def _overlay(self, inode: Inode) -> Inode:
+    def overlay(self, inode: Inode) -> Inode:
         of = self.open_files.get(inode.ino)
         if of is None or not of.work:
             return inode
@@ -941,9 +945,9 @@ class Tree:
         )
 
     async def fsyncdir(self, ino: int) -> None:
-        inode = self._get(ino)
+        inode = self.node(ino)
         if inode.ns_id is not None:
-            await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
+            await self.wait_stored(inode.ns_id)
         self.index.sync()
 
     # -- file data ----------------------------------------------------------------------
@@ -963,7 +967,7 @@ class Tree:
         return fh
 
     async def open(self, ino: int, flags: int) -> int:
-        inode = self._get(ino)
+        inode = self.node(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
         if not inode.is_reg:
@@ -1044,7 +1048,7 @@ class Tree:
         await self._fsync_inode(of)
 
     async def _fsync_inode(self, of: OpenFile) -> None:
-        inode = self._get(of.ino)
+        inode = self.node(of.ino)
         if of.work:
             await self._seal(of, durable=True)
         if inode.ns_id is not None:
@@ -1053,6 +1057,11 @@ class Tree:
             if failed is not None:  # the data is safe in the cache; fsck reports it
                 raise FsError(errno.EIO, f"the store refused the data: {failed}")
         self.index.sync()
+
+    async def wait_stored(self, ns_id: str) -> None:
+        """Wait until everything queued for the namespace is in the store (EIO
+        once the store has been failing for --io-timeout)."""
+        await self._wait_store(self.journal.drain(ns_id, self.config.io_timeout))
 
     async def _wait_store(self, waiting: object) -> None:
         try:
@@ -1064,7 +1073,7 @@ class Tree:
         async with of.lock:
             if of.fd is not None:
                 return
-            inode = self._get(of.ino)
+            inode = self.node(of.ino)
             if inode.content_gen == 0:
                 return
             if self.storage.ranged and not self.cache.has(inode.ino, inode.content_gen):
@@ -1073,11 +1082,11 @@ class Tree:
                 of.fd = os.dup(partial.fd)
                 of.fd_gen = inode.content_gen
                 return
-            await self._ensure_cached(inode)
+            await self.ensure_cached(inode)
             of.fd = os.open(self.cache.path(of.ino, inode.content_gen), os.O_RDONLY)
             of.fd_gen = inode.content_gen
 
-    async def _ensure_cached(self, inode: Inode) -> None:
+    async def ensure_cached(self, inode: Inode) -> None:
         """Stream a file's sealed content from the store into the cache, once."""
         gen = inode.content_gen
         if self.cache.has(inode.ino, gen) and self._cached_size_ok(inode):
@@ -1091,7 +1100,7 @@ class Tree:
             if self.cache.has(inode.ino, gen):
                 return
             assert inode.ns_id is not None
-            await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
+            await self.wait_stored(inode.ns_id)
             part = self.cache.part_path(inode.ino, gen)
             for path in self.store_paths(inode):
                 try:
@@ -1141,19 +1150,19 @@ class Tree:
         """
         if inode.sha256 is not None or not inode.is_reg or inode.content_gen == 0:
             return inode
-        await self._ensure_cached(inode)
+        await self.ensure_cached(inode)
         gen = inode.content_gen
         try:
             f = open(self.cache.source(inode.ino, gen), "rb")  # noqa: SIM115
         except FileNotFoundError:
-            return self._get(inode.ino)  # replaced or evicted meanwhile: try later
+            return self.node(inode.ino)  # replaced or evicted meanwhile: try later
         with f:
             digest = await trio.to_thread.run_sync(file_sha256, f)
-        current = self._get(inode.ino)
+        current = self.node(inode.ino)
         if current.content_gen == gen and current.sha256 is None:
             with self.index.transaction():
                 self.index.update(inode.ino, sha256=digest)
-            current = self._get(inode.ino)
+            current = self.node(inode.ino)
         return current
 
     # -- ranged reads (remote stores) ------------------------------------------------
@@ -1189,14 +1198,14 @@ class Tree:
             return
         async with partial.lock:
             first, last = (0, partial.blocks - 1) if whole else partial.window(off, size)
-            inode = self._get(partial.ino)
+            inode = self.node(partial.ino)
             assert inode.ns_id is not None
             if partial.etag is None and self.index.pending_for_paths(
                 inode.ns_id, inode.ino, self.store_paths(inode)
             ):
                 # The store must hold this generation at its path before we read it;
                 # uploads of other files in the project need not be waited for.
-                await self._wait_store(self.journal.drain(inode.ns_id, self.config.io_timeout))
+                await self.wait_stored(inode.ns_id)
             for start, length in partial.missing_ranges(first, last):
                 await self._fetch_range(partial, inode, start, length)
             if partial.complete:
@@ -1247,10 +1256,10 @@ class Tree:
 
     async def _start_work(self, of: OpenFile, keep: int | None) -> None:
         """Switch an open file to a fresh work generation (copy-on-write)."""
-        inode = self._get(of.ino)
+        inode = self.node(of.ino)
         base = inode.content_gen
         if base and keep != 0:
-            await self._ensure_cached(inode)
+            await self.ensure_cached(inode)
         gen = max(inode.content_gen, of.fd_gen) + 1
         with self._disk_full_is_enospc():
             if base and keep != 0:  # a copy: off the event loop
@@ -1297,7 +1306,7 @@ class Tree:
         async with of.lock:
             if not of.work:
                 return
-            inode = self._get(of.ino)
+            inode = self.node(of.ino)
             old = inode.content_gen
             with self.changing():
                 self.index.update(
@@ -1323,14 +1332,14 @@ class Tree:
     # -- xattrs -------------------------------------------------------------------------
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        self._get(ino)
+        self.node(ino)
         value = self.index.get_xattr(ino, name)
         if value is None:
             raise FsError(errno.ENODATA)
         return value
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
-        self._get(ino)
+        self.node(ino)
         if len(name) > XATTR_NAME_MAX:
             raise FsError(errno.ERANGE, "xattr name too long")
         if len(value) > XATTR_SIZE_MAX:
@@ -1342,11 +1351,11 @@ class Tree:
             self.index.update(ino, ctime_ns=now_ns())
 
     def listxattr(self, ino: int) -> list[bytes]:
-        self._get(ino)
+        self.node(ino)
         return self.index.list_xattrs(ino)
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        self._get(ino)
+        self.node(ino)
         with self.changing():
             if not self.index.remove_xattr(ino, name):
                 raise FsError(errno.ENODATA)
