@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -353,3 +354,23 @@ def test_fsck_on_a_clean_store_and_refused_while_mounted(drive: Drive) -> None:
     code, report = fsck(drive, "--full")
     assert code == 0, problems(report)
     assert report["checked"].get("files", 0) >= 2
+
+
+@pytest.mark.local_store
+def test_fsck_completes_a_checkpoint_left_incomplete(drive: Drive) -> None:
+    """A checkpoint left invisible (its READY entry met a parked object) is
+    checked again by fsck --repair and appears once its objects are stored."""
+    project = drive.project("p")
+    (project / "a.bin").write_bytes(b"a" * 5000)
+    os.mkdir(project / ".snapshots" / "c1")
+    drive.unmount()
+    db = sqlite3.connect(drive.store / "index.sqlite")
+    with db:
+        db.execute("UPDATE checkpoints SET complete=0 WHERE name='c1'")
+    db.close()
+    code, report = fsck(drive)
+    assert code == 4 and any("incomplete" in p for p in problems(report)), problems(report)
+    code, report = fsck(drive, "--repair")
+    assert code == 1, problems(report)
+    drive.start()
+    assert (project / ".snapshots" / "c1" / "a.bin").read_bytes() == b"a" * 5000

@@ -113,7 +113,10 @@ def mount(
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
-    local, s3_url = _store_location(store, index_dir, s3_endpoint)
+    try:
+        local, s3_url = _store_location(store, index_dir, s3_endpoint)
+    except SetupError as e:
+        fail(str(e))
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
         store=local.absolute(),
@@ -147,13 +150,14 @@ def mount(
 def _store_location(
     store: str | None, index_dir: Path | None, s3_endpoint: str | None
 ) -> tuple[Path, str | None]:
-    """(the local store or index directory, the s3:// address or None) of --store."""
+    """(the local store or index directory, the s3:// address or None) of --store;
+    SetupError for an address that is neither."""
     if store is not None and store.startswith("s3://"):
         return (index_dir or default_s3_index(store)).expanduser(), store
     if store is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", store):
-        fail(f"unsupported store address {store}: use a folder or s3://BUCKET/PREFIX")
+        raise SetupError(f"unsupported store address {store}: use a folder or s3://BUCKET/PREFIX")
     if index_dir is not None or s3_endpoint is not None:
-        fail("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
+        raise SetupError("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
     return (Path(store).expanduser() if store else default_store()), None
 
 
@@ -461,16 +465,16 @@ def fsck_command(
 ) -> None:
     """Check that the index and the store agree; exit 0 clean, 1 all repaired,
     4 problems left, 8 fsck could not run."""
-    local, s3_url = _store_location(store, index_dir, s3_endpoint)
-    opts = daemon.MountOptions(
-        mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
-        store=local.absolute(),
-        s3_url=s3_url,
-        s3_endpoint=s3_endpoint,
-        user=getpass.getuser(),
-    )
     bars = None if as_json or not sys.stderr.isatty() else _progress_bar
     try:
+        local, s3_url = _store_location(store, index_dir, s3_endpoint)
+        opts = daemon.MountOptions(
+            mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
+            store=local.absolute(),
+            s3_url=s3_url,
+            s3_endpoint=s3_endpoint,
+            user=getpass.getuser(),
+        )
         report = fsck.check(opts, full=full, repair=repair, dry_run=dry_run, progress=bars)
     except SetupError as e:
         click.echo(f"motionfs: {e}", err=True)

@@ -88,6 +88,7 @@ class Fsck:
     progress: Callable[[str, int], AbstractContextManager[Callable[[int], None]]] | None = None
     findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    _incomplete: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.index = self.tree.index
@@ -134,6 +135,7 @@ class Fsck:
         if not rebuilt:
             await self._orphan_namespaces()
         await self._apply()
+        self._incomplete_left()
 
     def _index_ok(self) -> bool:
         errors = self.index.integrity_errors()
@@ -301,14 +303,25 @@ class Fsck:
         return None
 
     def _checkpoints(self) -> None:
+        """Checkpoints left invisible because an object failed to store: with
+        --repair, checked again once the queue (with the parked entries queued
+        again) has been applied."""
         for cp in self.records.all(None, complete_only=False):
             self._count("checkpoints")
             if cp.complete or self.index.pending_count(cp.ns_id):
                 continue
+            self._queue_op(cp.ns_id, Op.READY, cp.name)
+            self._incomplete.append((cp.ns_id, cp.name))
+
+    def _incomplete_left(self) -> None:
+        for ns_id, name in self._incomplete:
+            made = self.records.get(ns_id, name) is not None
             self._found(
                 "checkpoint",
-                f"{cp.ns_id}/{cp.name}",
-                "incomplete (an object failed to store); delete it or create it again",
+                f"{self.tree.drive_path_of_namespace(ns_id)}/.snapshots/{name}",
+                "incomplete (an object failed to store)"
+                + ("; completed" if made else "; delete it or create it again"),
+                repaired=made,
             )
 
     # -- orphans -----------------------------------------------------------------

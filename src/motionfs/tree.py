@@ -352,6 +352,11 @@ class Tree:
             and (inode.ns_id is not None)
         )
 
+    def drive_path_of_namespace(self, ns_id: str) -> str:
+        """Where the drive shows a namespace (its project folder or file)."""
+        links = self.index.links_of_namespace(ns_id)
+        return self.drive_path(links[0][2].ino) if links else f"(namespace {ns_id})"
+
     def drive_path(self, ino: int) -> str:
         """Where a node is in the drive, for messages and reports."""
         names: list[bytes] = []
