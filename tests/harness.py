@@ -13,8 +13,9 @@ from motionfs.bridge import AsyncioBridge
 from motionfs.cache import DataCache
 from motionfs.index import Index
 from motionfs.journal import Journal
+from motionfs.layout import ROOT_INO
 from motionfs.storage import Storage
-from motionfs.tree import ROOT_INO, Tree, TreeConfig
+from motionfs.tree import Tree, TreeConfig
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FsError
 from .index import Checkpoint, Inode
+from .layout import Area, Role
 from .models import (
     AssetInfo,
     AssetMetadata,
@@ -37,7 +38,7 @@ from .models import (
 )
 from .snapview import Drive
 from .storage import NamespaceRecord
-from .tree import Area, Role, now_ns
+from .tree import now_ns
 
 
 @dataclass

@@ -27,7 +27,8 @@ from pydantic import BaseModel
 from .errors import FsError
 from .index import Checkpoint, CheckpointIndex, CpEntry, Inode
 from .journal import Op
-from .tree import Role, Tree, now_ns
+from .layout import Role
+from .tree import Tree, now_ns
 
 log = logging.getLogger(__name__)
 

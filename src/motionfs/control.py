@@ -26,9 +26,9 @@ from pydantic import BaseModel
 
 from .catalog import Catalog
 from .errors import FsError, StoreUnavailable
+from .layout import ROOT_INO, Role
 from .models import StorageScope
 from .snapview import Drive
-from .tree import ROOT_INO, Role
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,10 @@ from .daemon import (
 from .errors import FsError, SetupError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Op
+from .layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
 from .models import NamespaceType, StorageScope
 from .storage import BLOB_DATA_PATH, NamespaceRecord
-from .tree import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role, Tree, now_ns
+from .tree import Tree, now_ns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

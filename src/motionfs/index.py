@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS inodes (
     mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL,
     target BLOB,                   -- symlink target
-    role TEXT NOT NULL,            -- see tree.Role
+    role TEXT NOT NULL,            -- see layout.Role
     area TEXT,                     -- projects | renders | assets (None for layout dirs)
     scope TEXT,                    -- StorageScope value
     ns_id TEXT,                    -- namespace holding this node's bytes

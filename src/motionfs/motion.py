@@ -27,9 +27,10 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FsError
 from .index import Index, Inode
+from .layout import Area, Role
 from .media import MediaInfo, probe_with_timeout
 from .models import AssetMetadata, ProjectMetadata, RenderMetadata, StorageScope, utcnow
-from .tree import Area, Role, Tree
+from .tree import Tree
 
 log = logging.getLogger(__name__)
 

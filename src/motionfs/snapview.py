@@ -26,9 +26,10 @@ import trio
 from .checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
 from .errors import FsError, StoreUnavailable
 from .index import Checkpoint, CpEntry, Inode
+from .layout import Role
 from .motion import PREFIX as MOTION_PREFIX
 from .motion import MotionMetadata
-from .tree import Ctx, Role, Tree
+from .tree import Ctx, Tree
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +31,7 @@ from .cache import DataCache
 from .errors import FsError, StoreUnavailable
 from .index import CheckpointIndex, Index, Inode
 from .journal import Journal, Op
+from .layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area, Role
 from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
 from .space import SpaceGuard
 from .storage import (
@@ -45,31 +45,10 @@ from .storage import (
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = 1
 NAME_MAX = 255
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
-
-
 S3_KEY_MAX = 1024  # bytes in an S3 object key
-NAMESPACE_RECORD_PATH = "/.chuk-motion/namespace.json"  # see Tree.journal_place
-
-
-class Role(StrEnum):
-    ROOT = "root"  # the mountpoint
-    SCOPE = "scope"  # shared/ and scratch/
-    AREA = "area"  # projects/, renders/, assets/ (per scope)
-    PROJECT = "project"  # a WORKSPACE namespace's root
-    NODE = "node"  # anything inside a project, renders/ or assets/
-
-
-class Area(StrEnum):
-    PROJECTS = "projects"
-    RENDERS = "renders"
-    ASSETS = "assets"
-
-
-SCOPE_FOLDERS = {StorageScope.SANDBOX: b"shared", StorageScope.SESSION: b"scratch"}
 
 
 class Ctx(Protocol):
