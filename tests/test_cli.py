@@ -486,3 +486,48 @@ def test_api_expands_the_home_folder(tmp_path: Path) -> None:
         if home is not None:
             os.environ["HOME"] = home
     assert manager.store == tmp_path / "motion-store"
+
+
+def test_mount_helper_as_mount_runs_it(cli: Cli, tmp_path: Path) -> None:
+    """/etc/fstab's way: `mount -t motionfs STORE DIR -o ...` runs /sbin/mount.motionfs
+    (linked for the test), fstab-only words are ignored, motionfs options apply."""
+    helper = Path(sys.executable).with_name("mount.motionfs")
+    link = Path("/sbin/mount.motionfs")
+    if link.exists() or link.is_symlink():
+        pytest.fail(f"{link} exists already; the test would replace it")
+    store, mp = tmp_path / "fstab-store", cli.mountpoint("fstab-mnt")
+    cli.watch(mp, store)
+    link.symlink_to(helper)
+    try:
+        done = subprocess.run(
+            [
+                "mount",
+                "-t",
+                "motionfs",
+                str(store),
+                str(mp),
+                "-o",
+                "defaults,_netdev,noauto,cache_size=1G,io_timeout=20,snapdir=visible",
+            ],
+            env=cli.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        assert is_mounted(mp)
+        (mp / "projects" / "p").mkdir()
+        assert ".snapshots" in os.listdir(mp / "projects" / "p")  # snapdir=visible applied
+        bad = subprocess.run(
+            [str(helper), str(store), str(tmp_path / "other"), "-o", "colour=blue"],
+            env=cli.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        assert bad.returncode == 1 and "colour=blue" in bad.stderr
+        assert not (tmp_path / "other").exists()
+    finally:
+        link.unlink()
+    done = cli.run("umount", str(mp))
+    assert done.returncode == 0, done.stderr
