@@ -111,3 +111,48 @@ def test_api_without_a_mount_then_mount(make_drive: Any, tmp_path: Path) -> None
     assert [r.read_bytes() for r in renders] == [b"frames"]
     meta = json.loads(os.getxattr(drive.path / "projects" / "solo", "user.motion.json"))
     assert meta["fps"] == 24 and ns.startswith("ns-")
+
+
+def test_api_finds_what_the_drive_holds(drive: Any) -> None:
+    """Renders and assets written through the mount are found by list_renders and
+    list_assets, with the namespace id the drive shows as user.motion.namespace_id."""
+    project = drive.path / "projects" / "film"
+    project.mkdir()
+    (drive.path / "renders" / "film" / "cut1.mp4").write_bytes(os.urandom(5000))
+    (drive.path / "assets" / "music").mkdir()
+    song = drive.path / "assets" / "music" / "theme.wav"
+    song.write_bytes(b"RIFF" + os.urandom(3000))
+    logo = drive.path / "assets" / "logo.png"
+    logo.write_bytes(b"\x89PNG" + os.urandom(100))
+    deadline = time.monotonic() + 10  # metadata appears once the content is stored
+    while time.monotonic() < deadline:
+        try:
+            os.setxattr(song, "user.motion.tags", b"score,intro")
+            break
+        except OSError:
+            time.sleep(0.1)
+    render_ns = os.getxattr(
+        drive.path / "renders" / "film" / "cut1.mp4", "user.motion.namespace_id"
+    )
+    project_ns = os.getxattr(project, "user.motion.namespace_id").decode()
+
+    async def body() -> None:
+        async with ArtifactStorageManager(store=drive.store, user_id="alice") as api:
+            renders = await api.list_renders()
+            assert [r.drive_path for r in renders] == ["/renders/film/cut1.mp4"]
+            assert renders[0].namespace_info.namespace_id == render_ns.decode()
+            mine = await api.list_renders(project_namespace_id=project_ns)
+            assert [r.namespace_info.namespace_id for r in mine] == [render_ns.decode()]
+            assert await api.list_renders(project_namespace_id="ns-none") == []
+            got = await api.get_render(render_ns.decode())
+            assert got.metadata.project_namespace_id == project_ns
+            assets = await api.list_assets()
+            assert [a.drive_path for a in assets] == ["/assets/logo.png", "/assets/music/theme.wav"]
+            tagged = await api.list_assets(tags=["intro"])
+            assert [a.drive_path for a in tagged] == ["/assets/music/theme.wav"]
+            assert await api.list_assets(tags=["intro", "outro"]) == []
+            assert await api.list_assets(scope=StorageScope.SANDBOX) == []
+
+    asyncio.run(body())
+    with pytest.raises(OSError):
+        os.setxattr(song, "user.motion.namespace_id", b"ns-other")

@@ -265,6 +265,19 @@ class ArtifactStorageManager:
     async def read_render_data(self, namespace_id: str) -> bytes:
         return await self._download(namespace_id)
 
+    async def list_renders(
+        self, project_namespace_id: str | None = None, scope: StorageScope | None = None
+    ) -> list[RenderInfo]:
+        """Renders the drive holds (made through the mount or this API), with their
+        own namespace ids and `drive_path`; optionally one project's, one scope's."""
+        result = await self._call(
+            "list_blobs",
+            kind="render",
+            scope=scope.value if scope else None,
+            filters={"project_namespace_id": project_namespace_id},
+        )
+        return [RenderInfo.model_validate(r) for r in result]
+
     async def store_asset(
         self,
         asset_data: bytes,
@@ -297,6 +310,22 @@ class ArtifactStorageManager:
 
     async def read_asset_data(self, namespace_id: str) -> bytes:
         return await self._download(namespace_id)
+
+    async def list_assets(
+        self,
+        tags: list[str] | None = None,
+        asset_type: str | None = None,
+        scope: StorageScope | None = None,
+    ) -> list[AssetInfo]:
+        """Assets the drive holds, with their own namespace ids and `drive_path`;
+        optionally those carrying every one of `tags`, of one type, in one scope."""
+        result = await self._call(
+            "list_blobs",
+            kind="asset",
+            scope=scope.value if scope else None,
+            filters={"tags": tags, "asset_type": asset_type},
+        )
+        return [AssetInfo.model_validate(r) for r in result]
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -226,11 +226,34 @@ class Catalog:
         _parent, _name, node = self._node(ns_id)
         model = self.drive.motion.load(node)
         info = self.namespace_info(record)
+        where = self.tree.drive_path(node.ino)
         if isinstance(model, RenderMetadata):
-            return RenderInfo(namespace_info=info, metadata=model)
+            return RenderInfo(namespace_info=info, metadata=model, drive_path=where)
         if isinstance(model, AssetMetadata):
-            return AssetInfo(namespace_info=info, metadata=model)
+            return AssetInfo(namespace_info=info, metadata=model, drive_path=where)
         raise FsError(errno.EINVAL, f"{ns_id} is not a render or an asset")
+
+    def list_blobs(
+        self, kind: str, scope: StorageScope | None, filters: dict[str, Any]
+    ) -> list[RenderInfo | AssetInfo]:
+        """Every render (kind "render") or asset ("asset") the drive holds, made
+        through the mount or the API, narrowed by the seed's filters."""
+        wanted = RenderInfo if kind == "render" else AssetInfo
+        out: list[RenderInfo | AssetInfo] = []
+        for record, state in self.index.namespaces():
+            if state != "live" or record.kind is not NamespaceType.BLOB:
+                continue
+            if scope is not None and record.scope is not scope:
+                continue
+            if not self.index.links_of_namespace(record.ns_id):
+                continue
+            try:
+                info = self.get_blob(record.ns_id)
+            except FsError:
+                continue  # a blob without a model yet (being written)
+            if isinstance(info, wanted) and _matches(info, filters):
+                out.append(info)
+        return sorted(out, key=lambda i: i.drive_path or "")
 
     async def read_blob(self, ns_id: str, dest: Path) -> None:
         self._record(ns_id)
@@ -269,3 +292,15 @@ class Catalog:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
+
+
+def _matches(info: RenderInfo | AssetInfo, filters: dict[str, Any]) -> bool:
+    """The seed's list filters: a render's project; an asset's type and tags (all of them)."""
+    meta = info.metadata
+    if isinstance(meta, RenderMetadata):
+        project = filters.get("project_namespace_id")
+        return project is None or meta.project_namespace_id == project
+    asset_type, tags = filters.get("asset_type"), filters.get("tags") or []
+    if asset_type is not None and meta.asset_type != asset_type:
+        return False
+    return set(tags) <= set(meta.tags)

@@ -158,6 +158,8 @@ class ControlServer:
             result = await c.store_asset(Path(a["source"]), scope or StorageScope.USER, a["fields"])
         elif method == "get_blob":
             result = c.get_blob(a["namespace_id"])
+        elif method == "list_blobs":
+            result = c.list_blobs(a["kind"], scope, a["filters"])
         elif method == "read_blob":
             await c.read_blob(a["namespace_id"], Path(a["dest"]))
             result = None

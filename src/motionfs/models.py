@@ -104,8 +104,10 @@ class ProjectInfo(BaseModel):
 class RenderInfo(BaseModel):
     namespace_info: NamespaceInfo
     metadata: RenderMetadata
+    drive_path: str | None = None  # where the drive shows it, from the mountpoint
 
 
 class AssetInfo(BaseModel):
     namespace_info: NamespaceInfo
     metadata: AssetMetadata
+    drive_path: str | None = None  # where the drive shows it, from the mountpoint

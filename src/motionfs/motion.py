@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = b"user.motion."
 JSON_NAME = b"user.motion.json"
+NAMESPACE_ID_NAME = b"user.motion.namespace_id"  # for get_render/get_asset/get_project
 PROBE_SECONDS = 30.0
 # The largest `user.motion.json` an edit may produce: getfattr -d must read the whole
 # model as one value, and the kernel's limit for a value is 64 KiB.
@@ -114,7 +115,8 @@ class MotionMetadata:
         model = self.load(inode)
         if model is None:
             return []
-        return [JSON_NAME, *(PREFIX + f.encode() for f in type(model).model_fields)]
+        fields = (PREFIX + f.encode() for f in type(model).model_fields)
+        return [JSON_NAME, NAMESPACE_ID_NAME, *fields]
 
     def get(self, inode: Inode, name: bytes) -> bytes | None:
         """The attribute's value, or None if `name` is not a motion attribute here."""
@@ -123,6 +125,8 @@ class MotionMetadata:
             return None
         if name == JSON_NAME:
             return model.model_dump_json().encode()
+        if name == NAMESPACE_ID_NAME:
+            return (inode.ns_id or "").encode()
         field = name[len(PREFIX) :].decode("utf-8", "replace")
         if field not in type(model).model_fields:
             return None
@@ -135,7 +139,9 @@ class MotionMetadata:
             return False
         kind = type(model)
         field = name[len(PREFIX) :].decode("utf-8", "replace")
-        if name == JSON_NAME or (field in kind.model_fields and field not in EDITABLE[kind]):
+        if name in (JSON_NAME, NAMESPACE_ID_NAME) or (
+            field in kind.model_fields and field not in EDITABLE[kind]
+        ):
             raise FsError(errno.EACCES, f"{field} is derived from the content; it is read-only")
         if field not in kind.model_fields:
             raise FsError(errno.EINVAL, f"{kind.__name__} has no field {field}")
