@@ -477,20 +477,24 @@ class Fsck:
             if child is None:
                 if node.role not in (Role.AREA.value, Role.NODE.value) or node.area is None:
                     raise FsError(errno.ENOENT, f"no folder {text!r} to put a namespace in")
-                made = self.tree.new_dir(
-                    node.ino,
-                    name,
-                    0o755,
-                    self.tree.config.uid,
-                    self.tree.config.gid,
-                    Role.NODE,
-                    t,
-                    area=node.area,
-                    scope=node.scope,
-                )
-                child = made.ino
+                child = self._subfolder(node, name, 0o755, t).ino
             node = self.tree.stat(child)
         return node
+
+    def _subfolder(self, parent: Inode, name: bytes, mode: int, t: int) -> Inode:
+        """A plain folder in `parent`, in its area, scope and namespace."""
+        return self.tree.new_dir(
+            parent.ino,
+            name,
+            mode,
+            self.tree.config.uid,
+            self.tree.config.gid,
+            Role.NODE,
+            t,
+            area=parent.area,
+            scope=parent.scope,
+            ns_id=parent.ns_id,
+        )
 
     def _free_name(self, parent: int, name: bytes) -> bytes:
         candidate, n = name, 1
@@ -530,18 +534,7 @@ class Fsck:
         for part in parts[:-1]:
             found = self.index.lookup(parent.ino, part)
             if found is None:
-                parent = self.tree.new_dir(
-                    parent.ino,
-                    part,
-                    0o755,
-                    self.tree.config.uid,
-                    self.tree.config.gid,
-                    Role.NODE,
-                    t,
-                    area=folder.area,
-                    scope=folder.scope,
-                    ns_id=folder.ns_id,
-                )
+                parent = self._subfolder(parent, part, 0o755, t)
             else:
                 parent = self.tree.stat(found)
         name = self._free_name(parent.ino, parts[-1])
@@ -560,18 +553,7 @@ class Fsck:
         with self.tree.changing():
             lost = self.index.lookup(project.ino, LOST_FOUND)
             if lost is None:
-                folder = self.tree.new_dir(
-                    project.ino,
-                    LOST_FOUND,
-                    0o700,
-                    self.tree.config.uid,
-                    self.tree.config.gid,
-                    Role.NODE,
-                    t,
-                    area=project.area,
-                    scope=project.scope,
-                    ns_id=project.ns_id,
-                )
+                folder = self._subfolder(project, LOST_FOUND, 0o700, t)
                 self.index.enqueue(record.ns_id, Op.MKDIR.value, path="/" + LOST_FOUND.decode())
             else:
                 folder = self.tree.stat(lost)

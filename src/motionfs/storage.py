@@ -1007,18 +1007,11 @@ class Storage:
             return True
         if if_missing and await self.exists(ns_id, dst):
             return True
-        tmp_dir = self.data_root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
-        os.close(fd)
-        tmp = Path(name)
-        try:
+        async with self._scratch_file() as tmp:
             if not await self.get(ns_id, src, tmp):
                 return False
             await self.put(ns_id, dst, tmp)
             return True
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @_store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:
@@ -1247,16 +1240,22 @@ class Storage:
         direct = self.direct(ns_id)
         if direct is not None:
             return await asyncio.to_thread(direct.sha256, path)
+        async with self._scratch_file() as tmp:
+            if not await self.get(ns_id, path, tmp):
+                return None
+            with open(tmp, "rb") as f:
+                return await asyncio.to_thread(file_sha256, f)
+
+    @asynccontextmanager
+    async def _scratch_file(self) -> AsyncIterator[Path]:
+        """A temporary local file in the store's tmp folder (swept at start), removed after."""
         tmp_dir = self.data_root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
         os.close(fd)
         tmp = Path(name)
         try:
-            if not await self.get(ns_id, path, tmp):
-                return None
-            with open(tmp, "rb") as f:
-                return await asyncio.to_thread(file_sha256, f)
+            yield tmp
         finally:
             tmp.unlink(missing_ok=True)
 

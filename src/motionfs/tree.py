@@ -338,15 +338,24 @@ class Tree:
 
     def drive_path(self, ino: int) -> str:
         """Where a node is in the drive, for messages and reports."""
+        names = self._names_from_root(ino)
+        if names is None:
+            return f"(unlinked inode {ino})"
+        return "/" + b"/".join(names).decode("utf-8", "backslashreplace")
+
+    def _names_from_root(self, ino: int) -> list[bytes] | None:
+        """The names leading from the drive's root to a node (its first link);
+        None if it is not linked."""
         names: list[bytes] = []
         cur = ino
         while cur != ROOT_INO:
             links = self.index.parents(cur)
             if not links:
-                return f"(unlinked inode {ino})"
+                return None
             cur, name = links[0]
             names.append(name)
-        return "/" + b"/".join(reversed(names)).decode("utf-8", "backslashreplace")
+        names.reverse()
+        return names
 
     def _domain(self, inode: Inode) -> tuple[str | None, ...]:
         """Renames and links never leave a domain (else EXDEV)."""
@@ -577,17 +586,11 @@ class Tree:
         (inside the caller's transaction). A later rename of a parent folder
         does not rewrite it: fsck then puts the namespace where it was."""
         record = self.index.namespace(ns_id)
-        if record is None:
+        names = self._names_from_root(ino)
+        if record is None or names is None:
             return
-        names: list[str] = []
-        cur = ino
-        while cur != ROOT_INO:
-            links = self.index.parents(cur)
-            if not links:
-                return
-            cur, name = links[0]
-            names.append(name.decode("utf-8", "surrogateescape"))
-        text = json.dumps({"record": record.model_dump(mode="json"), "path": names[::-1]})
+        path = [n.decode("utf-8", "surrogateescape") for n in names]
+        text = json.dumps({"record": record.model_dump(mode="json"), "path": path})
         self.index.enqueue(ns_id, Op.WRITE.value, path=NAMESPACE_RECORD_PATH, path2=text)
 
     def area_dir(self, scope: StorageScope, area: Area) -> Inode:
