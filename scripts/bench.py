@@ -624,7 +624,7 @@ class MotionfsTarget:
         self.mount()
 
     def pending(self) -> int:
-        from motionfs.index import Index  # the same read-only view `motionfs status` uses
+        from motionfs.meta.sqlite import Index  # the same read-only view `motionfs status` uses
 
         index = Index.open_readonly(self.store / "index.sqlite")
         try:

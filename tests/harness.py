@@ -10,12 +10,12 @@ from pathlib import Path
 import trio
 
 from motionfs.bridge import AsyncioBridge
-from motionfs.cache import DataCache
-from motionfs.index import Index
-from motionfs.journal import Journal
+from motionfs.core.tree import Tree, TreeConfig
+from motionfs.data.cache import DataCache
+from motionfs.data.journal import Journal
 from motionfs.layout import ROOT_INO
-from motionfs.storage import Storage
-from motionfs.tree import Tree, TreeConfig
+from motionfs.meta.sqlite import Index
+from motionfs.store.storage import Storage
 
 
 @dataclass

@@ -42,14 +42,15 @@ def read_file(path: Path) -> bytes:
         return f.read()
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a tool; on failure show its output in the assertion message."""
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
     assert proc.returncode == 0, (
-        f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-        f"stderr:\n{proc.stderr}"
+        f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )
     return proc
 
@@ -217,10 +218,26 @@ def test_vim_write(project: Path, tmp_path: Path, backupcopy: str) -> None:
     doc = project / "doc.txt"
     write_file(doc, b"hello world\nsecond line\n", mode=0o640)
     ino = os.stat(doc).st_ino
-    run(["vim", "-Es", "-u", "NONE", "-i", "NONE", "-N",
-         "-c", f"set backup backupcopy={backupcopy} backupskip= backupdir=. writebackup",
-         "-c", "%s/world/drive/", "-c", "wq", str(doc)],
-        cwd=project, env=tool_env(tmp_path))
+    run(
+        [
+            "vim",
+            "-Es",
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-N",
+            "-c",
+            f"set backup backupcopy={backupcopy} backupskip= backupdir=. writebackup",
+            "-c",
+            "%s/world/drive/",
+            "-c",
+            "wq",
+            str(doc),
+        ],
+        cwd=project,
+        env=tool_env(tmp_path),
+    )
     assert read_file(doc) == b"hello drive\nsecond line\n"
     assert read_file(project / "doc.txt~") == b"hello world\nsecond line\n"
     assert sorted(os.listdir(project)) == ["doc.txt", "doc.txt~"]
@@ -256,8 +273,9 @@ def test_cp_a_roundtrip(project: Path, tmp_path: Path) -> None:
 
 def _rsync_pending(flags: list[str], src: Path, dst: Path) -> list[str]:
     """What a checksum dry run would still transfer from src to dst (empty = in sync)."""
-    out = run(["rsync", *flags, "--checksum", "--dry-run", "--itemize-changes",
-               f"{src}/", f"{dst}/"])
+    out = run(
+        ["rsync", *flags, "--checksum", "--dry-run", "--itemize-changes", f"{src}/", f"{dst}/"]
+    )
     return [line for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -370,18 +388,34 @@ def _local_packages(project: Path) -> Path:
     """An app depending on a local `file:` package that has a `bin` entry."""
     lib = project / "hello-cli"
     os.makedirs(lib / "lib")
-    write_file(lib / "package.json", json.dumps({
-        "name": "hello-cli", "version": "1.0.0", "bin": {"hello-cli": "cli.js"},
-    }).encode())
-    write_file(lib / "cli.js",
-               b"#!/usr/bin/env node\nconsole.log('hello from ' + require('./lib/msg.js'));\n")
+    write_file(
+        lib / "package.json",
+        json.dumps(
+            {
+                "name": "hello-cli",
+                "version": "1.0.0",
+                "bin": {"hello-cli": "cli.js"},
+            }
+        ).encode(),
+    )
+    write_file(
+        lib / "cli.js",
+        b"#!/usr/bin/env node\nconsole.log('hello from ' + require('./lib/msg.js'));\n",
+    )
     write_file(lib / "lib" / "msg.js", b"module.exports = 'motionfs';\n")
     app = project / "app"
     app.mkdir()
-    write_file(app / "package.json", json.dumps({
-        "name": "app", "version": "1.0.0", "private": True,
-        "dependencies": {"hello-cli": "file:../hello-cli"},
-    }).encode())
+    write_file(
+        app / "package.json",
+        json.dumps(
+            {
+                "name": "app",
+                "version": "1.0.0",
+                "private": True,
+                "dependencies": {"hello-cli": "file:../hello-cli"},
+            }
+        ).encode(),
+    )
     return app
 
 
@@ -423,8 +457,10 @@ def test_sqlite_database(project: Path, journal: str) -> None:
         db.execute("CREATE TABLE frames (n INTEGER PRIMARY KEY, data BLOB)")
         for start in range(0, 2000, 250):
             with db:
-                db.executemany("INSERT INTO frames VALUES (?, ?)",
-                               [(n, os.urandom(200)) for n in range(start, start + 250)])
+                db.executemany(
+                    "INSERT INTO frames VALUES (?, ?)",
+                    [(n, os.urandom(200)) for n in range(start, start + 250)],
+                )
         reader = sqlite3.connect(path)
         try:
             assert reader.execute("SELECT count(*) FROM frames").fetchone()[0] == 2000

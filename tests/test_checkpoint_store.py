@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness import CTX, Harness, ns_of, project, read_file, write_file
-from motionfs.checkpoints import Checkpoints, manifest_path, object_path
+from motionfs.core.checkpoints import Checkpoints, manifest_path, object_path
+from motionfs.core.tree import Tree
+from motionfs.data.journal import Op
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.index import JournalEntry
-from motionfs.journal import Op
-from motionfs.tree import Tree
+from motionfs.meta.sqlite import JournalEntry
 
 
 def sha(data: bytes) -> str:

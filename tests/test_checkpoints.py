@@ -136,8 +136,9 @@ def assert_same_tree(got: Path, want: Path, drive: Drive | None = None) -> None:
             problems.append(f"unexpected {rel}")
         elif a[rel] != b[rel]:
             fields = sorted(set(a[rel]) | set(b[rel]))
-            bad = {f: (a[rel].get(f), b[rel].get(f)) for f in fields
-                   if a[rel].get(f) != b[rel].get(f)}
+            bad = {
+                f: (a[rel].get(f), b[rel].get(f)) for f in fields if a[rel].get(f) != b[rel].get(f)
+            }
             problems.append(f"{rel}: (got, want) {bad}")
     assert not problems, f"{got} differs from {want}:\n" + "\n".join(problems) + log
 
@@ -189,8 +190,11 @@ class PrimedCli:
         self.args = ["checkpoint", *map(str, args)]
         self.proc = subprocess.Popen(
             [sys.executable, "-c", self.CODE, *self.args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd="/",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
         )
         assert self.proc.stderr is not None
         ready = self.proc.stderr.readline()
@@ -334,8 +338,10 @@ def assert_modified(p: Path) -> None:
     assert (p / "new.txt").read_bytes() == b"added after the checkpoint\n"
     assert stat.S_IMODE(os.stat(p / "run.sh").st_mode) == 0o700
     assert not (p / "empty").exists()
-    assert user_xattrs(p / "src/Root.tsx") == {"user.added": b"new".hex(),
-                                               "user.note": b"changed".hex()}
+    assert user_xattrs(p / "src/Root.tsx") == {
+        "user.added": b"new".hex(),
+        "user.note": b"changed".hex(),
+    }
     assert user_xattrs(p / "src") == {}
     assert os.readlink(p / "dangling") == "src"
     assert not (p / "src/components/Title.tsx").exists()
@@ -386,8 +392,9 @@ def test_checkpoint_is_an_exact_read_only_view(drive: Drive, project: Path, tmp_
     assert not (v1 / "new.txt").exists()
     assert SNAP not in os.listdir(v1), "a checkpoint must not contain .snapshots"
     # the live tree really differs from the checkpoint
-    diff = subprocess.run(["diff", "-rq", "--no-dereference", str(v1), str(project)],
-                          capture_output=True, text=True)
+    diff = subprocess.run(
+        ["diff", "-rq", "--no-dereference", str(v1), str(project)], capture_output=True, text=True
+    )
     assert diff.returncode == 1, diff.stderr
     for rel in ("change.txt", "gone.txt", "new.txt", "empty"):
         assert rel in diff.stdout, f"diff -rq does not mention {rel}:\n{diff.stdout}"
@@ -571,8 +578,20 @@ def test_checkpoint_name_errors(drive: Drive, project: Path) -> None:
     expect_errno(errno.EINVAL, os.mkdir, snaps / "latest")  # reserved (absent so far)
     os.mkdir(snaps / "v1")
     expect_errno(errno.EEXIST, os.mkdir, snaps / "v1")
-    invalid = [".hidden", "-dash", "_under", "a b", "a:b", "tab\tname", "é", "x" * 129,
-               "a*", "semi;colon", "quote'", "new\nline"]
+    invalid = [
+        ".hidden",
+        "-dash",
+        "_under",
+        "a b",
+        "a:b",
+        "tab\tname",
+        "é",
+        "x" * 129,
+        "a*",
+        "semi;colon",
+        "quote'",
+        "new\nline",
+    ]
     for name in invalid:
         expect_errno(errno.EINVAL, os.mkdir, snaps / name)
     # with checkpoints present, `latest` exists as a symlink: the kernel may answer EEXIST
@@ -811,8 +830,15 @@ def test_cli_diff(drive: Drive, project: Path) -> None:
     `diff P v1 v2` gives the same between checkpoints, `diff P v2 v1` the reverse, and an
     unchanged tree gives no lines. Exit status is 0 in every case."""
     (project / "sub").mkdir()
-    for rel in ("keep.txt", "mod.txt", "del.txt", "chmod.txt", "sub/mod2.txt", "sub/del2.txt",
-                "sub/keep2.txt"):
+    for rel in (
+        "keep.txt",
+        "mod.txt",
+        "del.txt",
+        "chmod.txt",
+        "sub/mod2.txt",
+        "sub/del2.txt",
+        "sub/keep2.txt",
+    ):
         write(project / rel, f"{rel} as in v1\n".encode())
     os.mkdir(project / SNAP / "v1")
     write(project / "mod.txt", b"new content, new size\n")
@@ -833,8 +859,15 @@ def test_cli_diff(drive: Drive, project: Path) -> None:
         assert paths == sorted(paths), f"diff {names} not sorted by path: {rows}"
         return rows
 
-    forward = [("A", "add.txt"), ("M", "chmod.txt"), ("D", "del.txt"), ("M", "mod.txt"),
-               ("A", "sub/add2.txt"), ("D", "sub/del2.txt"), ("M", "sub/mod2.txt")]
+    forward = [
+        ("A", "add.txt"),
+        ("M", "chmod.txt"),
+        ("D", "del.txt"),
+        ("M", "mod.txt"),
+        ("A", "sub/add2.txt"),
+        ("D", "sub/del2.txt"),
+        ("M", "sub/mod2.txt"),
+    ]
     assert diff("v1") == forward
     os.mkdir(project / SNAP / "v2")
     assert diff("v1", "v2") == forward

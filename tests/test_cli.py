@@ -476,7 +476,7 @@ def test_store_addresses_that_are_not_folders_are_refused(cli: Cli, address: str
 
 def test_api_expands_the_home_folder(tmp_path: Path) -> None:
     """`store="~/..."` is the home folder's store, not a folder named `~`."""
-    from motionfs.api import ArtifactStorageManager
+    from motionfs.motion.api import ArtifactStorageManager
 
     home = os.environ.get("HOME")
     os.environ["HOME"] = str(tmp_path)

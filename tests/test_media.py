@@ -25,8 +25,8 @@ import av
 import pytest
 from PIL import Image, ImageFont, features
 
-from motionfs import media
-from motionfs.media import MediaInfo, probe, probe_with_timeout, sniff_mime
+from motionfs.motion import media
+from motionfs.motion.media import MediaInfo, probe, probe_with_timeout, sniff_mime
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -509,7 +509,7 @@ def test_missing_directory_and_fifo_are_other(tmp_path: Path) -> None:
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from motionfs.media import probe
+from motionfs.motion.media import probe
 out = {}
 for name in sys.argv[1:]:
     t = time.monotonic()

@@ -43,8 +43,9 @@ XATTR_BIG = 4000 if NATIVE else 4096
 # --------------------------------------------------------------------------- helpers
 
 
-def expect_errno(codes: int | tuple[int, ...], fn: Callable[..., Any], *args: Any,
-                 **kwargs: Any) -> OSError:
+def expect_errno(
+    codes: int | tuple[int, ...], fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> OSError:
     """Call fn and assert it fails with one of the given errno values."""
     wanted = codes if isinstance(codes, tuple) else (codes,)
     with pytest.raises(OSError) as info:
@@ -413,9 +414,13 @@ def test_large_file_sha256(project: Path, drive: Drive) -> None:
     whole = b"".join(chunks)
     fd = os.open(f, os.O_RDONLY)
     try:
-        for offset, size in [(0, 1), (MiB - 7, 14), (5 * MiB + 12345, 1_000_003),
-                             (64 * MiB - 100, 1000)]:
-            assert os.pread(fd, size, offset) == whole[offset:offset + size]
+        for offset, size in [
+            (0, 1),
+            (MiB - 7, 14),
+            (5 * MiB + 12345, 1_000_003),
+            (64 * MiB - 100, 1000),
+        ]:
+            assert os.pread(fd, size, offset) == whole[offset : offset + size]
     finally:
         os.close(fd)
     drive.remount()
@@ -468,8 +473,9 @@ def test_readdir_lists_entries_with_types(project: Path) -> None:
     os.symlink("file", d / "link")
     with os.scandir(d) as it:
         kinds = {
-            e.name: ("dir" if e.is_dir(follow_symlinks=False)
-                     else "link" if e.is_symlink() else "file")
+            e.name: (
+                "dir" if e.is_dir(follow_symlinks=False) else "link" if e.is_symlink() else "file"
+            )
             for e in it
         }
     assert kinds == {"file": "file", "sub": "dir", "link": "link"}
@@ -785,8 +791,22 @@ def test_odd_names_behave_like_any_name(project: Path, key: str, where: str) -> 
 def test_names_that_escape_alike_stay_distinct(project: Path) -> None:
     """Names an escaping scheme might confuse (x / x.meta / x~mfs / ...) are all distinct
     files, at the project top and in a subdirectory."""
-    group = ["x", "x.meta", "x.meta~mfs", "x~mfs", "x~mfs~mfs", "_data", "_data~mfs",
-             ".workspace", ".workspace~mfs", "~mfs-x", "A", "a", "cafe\u0301", "caf\u00e9"]
+    group = [
+        "x",
+        "x.meta",
+        "x.meta~mfs",
+        "x~mfs",
+        "x~mfs~mfs",
+        "_data",
+        "_data~mfs",
+        ".workspace",
+        ".workspace~mfs",
+        "~mfs-x",
+        "A",
+        "a",
+        "cafe\u0301",
+        "caf\u00e9",
+    ]
     os.mkdir(project / "sub")
     for base in (project, project / "sub"):
         for i, name in enumerate(group):
@@ -935,9 +955,11 @@ def test_directory_mtime_changes_on_entry_changes(project: Path) -> None:
     d = project / "d"
     os.mkdir(d)
     old = 1_000_000_000_000_000_000
-    for action in (lambda: write_file(d / "f", b"x"),
-                   lambda: os.rename(d / "f", d / "g"),
-                   lambda: os.unlink(d / "g")):
+    for action in (
+        lambda: write_file(d / "f", b"x"),
+        lambda: os.rename(d / "f", d / "g"),
+        lambda: os.unlink(d / "g"),
+    ):
         os.utime(d, ns=(old, old))
         action()
         assert os.stat(d).st_mtime_ns > old
@@ -1066,11 +1088,13 @@ def test_getfattr_setfattr_tools(project: Path) -> None:
     f = project / "f"
     write_file(f, b"x")
     subprocess.run(["setfattr", "-n", "user.tool", "-v", "made by setfattr", str(f)], check=True)
-    out = subprocess.run(["getfattr", "--only-values", "-n", "user.tool", str(f)],
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        ["getfattr", "--only-values", "-n", "user.tool", str(f)], capture_output=True, check=True
+    )
     assert out.stdout == b"made by setfattr"
-    dump = subprocess.run(["getfattr", "-d", "--absolute-names", str(f)],
-                          capture_output=True, text=True, check=True)
+    dump = subprocess.run(
+        ["getfattr", "-d", "--absolute-names", str(f)], capture_output=True, text=True, check=True
+    )
     assert 'user.tool="made by setfattr"' in dump.stdout
     subprocess.run(["setfattr", "-x", "user.tool", str(f)], check=True)
     assert os.listxattr(f) == []
@@ -1124,7 +1148,9 @@ def test_mmap_read(project: Path) -> None:
     with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
         assert len(m) == len(data)
         assert m[:] == data
-        assert m[mmap.PAGESIZE - 5:mmap.PAGESIZE + 5] == data[mmap.PAGESIZE - 5:mmap.PAGESIZE + 5]
+        assert (
+            m[mmap.PAGESIZE - 5 : mmap.PAGESIZE + 5] == data[mmap.PAGESIZE - 5 : mmap.PAGESIZE + 5]
+        )
 
 
 def test_mmap_shared_write_reaches_file(project: Path) -> None:
@@ -1132,15 +1158,14 @@ def test_mmap_shared_write_reaches_file(project: Path) -> None:
     f = project / "m"
     write_file(f, b"." * (2 * mmap.PAGESIZE))
     with open(f, "r+b") as fh:
-        m = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED,
-                      prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        m = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         m[0:5] = b"hello"
-        m[mmap.PAGESIZE + 10:mmap.PAGESIZE + 15] = b"world"
+        m[mmap.PAGESIZE + 10 : mmap.PAGESIZE + 15] = b"world"
         m.flush()
         m.close()
     data = read_file(f)
     assert data[0:5] == b"hello"
-    assert data[mmap.PAGESIZE + 10:mmap.PAGESIZE + 15] == b"world"
+    assert data[mmap.PAGESIZE + 10 : mmap.PAGESIZE + 15] == b"world"
     assert len(data) == 2 * mmap.PAGESIZE
     assert data.count(b".") == 2 * mmap.PAGESIZE - 10
 
@@ -1217,7 +1242,8 @@ def test_permissions_enforced_for_other_users(make_drive: Callable[..., Drive]) 
             "read_secret": errno_of(lambda: opened("secret", os.O_RDONLY)),
             "write_public": errno_of(lambda: opened("public", os.O_WRONLY)),
             "create_in_project": errno_of(
-                lambda: opened("new", os.O_CREAT | os.O_WRONLY | os.O_EXCL)),
+                lambda: opened("new", os.O_CREAT | os.O_WRONLY | os.O_EXCL)
+            ),
             "enter_locked": errno_of(lambda: opened("locked/inner", os.O_RDONLY)),
             "unlink_secret": errno_of(lambda: os.unlink("secret", dir_fd=dfd)),
             "chmod_secret": errno_of(lambda: os.chmod("secret", 0o666, dir_fd=dfd)),
@@ -1381,8 +1407,10 @@ def test_copy_into_assets_and_renders(drive: Drive, tmp_path: Path) -> None:
     os.makedirs(drive.path / "renders" / "x", exist_ok=True)
     subprocess.run(["cp", "-p", str(logo), str(drive.path / "assets") + "/"], check=True)
     subprocess.run(["cp", "-p", str(clip), str(drive.path / "renders" / "x") + "/"], check=True)
-    pairs = [(logo, drive.path / "assets" / "logo.png"),
-             (clip, drive.path / "renders" / "x" / "clip.mp4")]
+    pairs = [
+        (logo, drive.path / "assets" / "logo.png"),
+        (clip, drive.path / "renders" / "x" / "clip.mp4"),
+    ]
     for attempt in range(2):
         for source, copy in pairs:
             assert read_file(copy) == read_file(source), attempt
@@ -1397,13 +1425,18 @@ def _tiny_png() -> bytes:
     """A valid 2x2 RGB PNG, so asset metadata extraction has a real image to read."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00" + b"\xff\x00\x00" * 2 + b"\x00" + b"\x00\x00\xff" * 2)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 @motionfs_only
@@ -1442,10 +1475,14 @@ def test_rename_between_scopes_is_exdev(drive: Drive) -> None:
 def test_no_plain_files_outside_projects(drive: Drive) -> None:
     """Regular files cannot be created in the mount root, in projects/ itself or in
     shared/projects/ (EPERM or EACCES); nor can stray folders in the root."""
-    for where in (drive.path, drive.path / "projects", drive.path / "shared" / "projects",
-                  drive.path / "shared", drive.path / "scratch" / "projects"):
-        expect_errno(LAYOUT_REFUSALS, os.open, where / "stray.txt",
-                     os.O_CREAT | os.O_WRONLY, 0o644)
+    for where in (
+        drive.path,
+        drive.path / "projects",
+        drive.path / "shared" / "projects",
+        drive.path / "shared",
+        drive.path / "scratch" / "projects",
+    ):
+        expect_errno(LAYOUT_REFUSALS, os.open, where / "stray.txt", os.O_CREAT | os.O_WRONLY, 0o644)
         assert "stray.txt" not in os.listdir(where)
     expect_errno(LAYOUT_REFUSALS, os.mkdir, drive.path / "stray")
     assert sorted(os.listdir(drive.path)) == sorted(LAYOUT)

@@ -27,8 +27,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.models import NamespaceType, StorageScope
-from motionfs.storage import (
+from motionfs.motion.models import NamespaceType, StorageScope
+from motionfs.store.storage import (
     CHUNK,
     HostTree,
     S3Settings,
@@ -239,7 +239,7 @@ def test_a_put_killed_midway_leaves_the_old_content_and_a_temp_that_is_swept(
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from motionfs.storage import HostTree\n"
+        "from motionfs.store.storage import HostTree\n"
         "HostTree(Path(sys.argv[1])).put('/d/f', sys.stdin.buffer)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(host.root)], stdin=subprocess.PIPE)

@@ -28,7 +28,7 @@ import pytest
 
 from conftest import NATIVE, force_unmount, needs_tool
 from motionfs.daemon import is_mounted
-from motionfs.index import Index
+from motionfs.meta.sqlite import Index
 
 if TYPE_CHECKING:
     from conftest import Drive

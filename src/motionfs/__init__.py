@@ -5,8 +5,8 @@ The seed design's Python API works on the same store as the mount:
     from motionfs import ArtifactStorageManager, StorageScope
 """
 
-from .api import ArtifactStorageManager
-from .models import (
+from motionfs.motion.api import ArtifactStorageManager
+from motionfs.motion.models import (
     AssetInfo,
     AssetMetadata,
     CheckpointInfo,

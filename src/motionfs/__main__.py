@@ -1,3 +1,3 @@
-from .cli import main
+from motionfs.cli import main
 
 main()

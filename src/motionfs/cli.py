@@ -17,9 +17,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__, control, daemon, fsck
-from .errors import SetupError
-from .index import Index
+from motionfs import __version__, control, daemon, fsck
+from motionfs.errors import SetupError
+from motionfs.meta.sqlite import Index
 
 T = TypeVar("T")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -24,11 +24,11 @@ from typing import Any
 import trio
 from pydantic import BaseModel
 
-from .catalog import Catalog
-from .errors import FsError, StoreUnavailable
-from .layout import ROOT_INO, Role
-from .models import StorageScope
-from .snapview import Drive
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.fuse.snapshots import Drive
+from motionfs.layout import ROOT_INO, Role
+from motionfs.motion.catalog import Catalog
+from motionfs.motion.models import StorageScope
 
 log = logging.getLogger(__name__)
 

@@ -31,19 +31,19 @@ import pyfuse3
 import trio
 from pydantic import BaseModel
 
-from .bridge import AsyncioBridge
-from .cache import DataCache
-from .checkpoints import Checkpoints
-from .control import ControlServer
-from .errors import FsError, SetupError, StoreUnavailable
-from .expiry import Expiry
-from .fs import Operations
-from .index import Index
-from .journal import Journal
-from .motion import MotionMetadata
-from .snapview import Drive, SnapshotView
-from .storage import S3Settings, Storage
-from .tree import Tree, TreeConfig
+from motionfs.bridge import AsyncioBridge
+from motionfs.control import ControlServer
+from motionfs.core.checkpoints import Checkpoints
+from motionfs.core.expiry import Expiry
+from motionfs.core.tree import Tree, TreeConfig
+from motionfs.data.cache import DataCache
+from motionfs.data.journal import Journal
+from motionfs.errors import FsError, SetupError, StoreUnavailable
+from motionfs.fuse.ops import Operations
+from motionfs.fuse.snapshots import Drive, SnapshotView
+from motionfs.meta.sqlite import Index
+from motionfs.motion.xattrs import MotionMetadata
+from motionfs.store.storage import S3Settings, Storage
 
 log = logging.getLogger("motionfs")
 

@@ -37,8 +37,9 @@ from typing import TypeVar
 import trio
 from pydantic import BaseModel
 
-from .checkpoints import object_path
-from .daemon import (
+from motionfs.core.checkpoints import object_path
+from motionfs.core.tree import Tree, now_ns
+from motionfs.daemon import (
     IDENTITY_FILE,
     INDEX_FILE,
     Daemon,
@@ -47,13 +48,12 @@ from .daemon import (
     lock_store,
     release_store,
 )
-from .errors import FsError, SetupError, StoreUnavailable
-from .index import CheckpointIndex, Index, Inode
-from .journal import Op
-from .layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
-from .models import NamespaceType, StorageScope
-from .storage import BLOB_DATA_PATH, NamespaceRecord
-from .tree import Tree, now_ns
+from motionfs.data.journal import Op
+from motionfs.errors import FsError, SetupError, StoreUnavailable
+from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
+from motionfs.meta.sqlite import CheckpointIndex, Index, Inode
+from motionfs.motion.models import NamespaceType, StorageScope
+from motionfs.store.storage import BLOB_DATA_PATH, NamespaceRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

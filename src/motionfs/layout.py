@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .models import StorageScope
+from motionfs.motion.models import StorageScope
 
 ROOT_INO = 1
 # Where each namespace records itself and its place in the drive (fsck rebuilds from it).

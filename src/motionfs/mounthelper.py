@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from . import cli
+from motionfs import cli
 
 # -o options that take a value, with the `motionfs mount` option each becomes.
 VALUED = {

@@ -20,10 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import FsError
-from .index import Checkpoint, Inode
-from .layout import Area, Role
-from .models import (
+from motionfs.core.tree import now_ns
+from motionfs.errors import FsError
+from motionfs.fuse.snapshots import Drive
+from motionfs.layout import Area, Role
+from motionfs.meta.sqlite import Checkpoint, Inode
+from motionfs.motion.models import (
     AssetInfo,
     AssetMetadata,
     CheckpointInfo,
@@ -36,9 +38,7 @@ from .models import (
     StorageScope,
     utcnow,
 )
-from .snapview import Drive
-from .storage import NamespaceRecord
-from .tree import now_ns
+from motionfs.store.storage import NamespaceRecord
 
 
 @dataclass

@@ -25,12 +25,18 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ValidationError
 
-from .errors import FsError
-from .index import Index, Inode
-from .layout import Area, Role
-from .media import MediaInfo, probe_with_timeout
-from .models import AssetMetadata, ProjectMetadata, RenderMetadata, StorageScope, utcnow
-from .tree import Tree
+from motionfs.core.tree import Tree
+from motionfs.errors import FsError
+from motionfs.layout import Area, Role
+from motionfs.meta.sqlite import Index, Inode
+from motionfs.motion.media import MediaInfo, probe_with_timeout
+from motionfs.motion.models import (
+    AssetMetadata,
+    ProjectMetadata,
+    RenderMetadata,
+    StorageScope,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 

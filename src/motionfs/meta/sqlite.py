@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import FsError
-from .storage import NamespaceRecord
+from motionfs.errors import FsError
+from motionfs.store.storage import NamespaceRecord
 
 log = logging.getLogger(__name__)
 

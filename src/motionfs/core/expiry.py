@@ -14,8 +14,8 @@ from datetime import datetime
 
 import trio
 
-from .models import StorageScope
-from .tree import Tree, now_ns
+from motionfs.core.tree import Tree, now_ns
+from motionfs.motion.models import StorageScope
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import FsError
+from motionfs.errors import FsError
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from .errors import FsError
-from .index import Checkpoint, CheckpointIndex, CpEntry, Inode
-from .journal import Op
-from .layout import Role
-from .tree import Tree, now_ns
+from motionfs.core.tree import Tree, now_ns
+from motionfs.data.journal import Op
+from motionfs.errors import FsError
+from motionfs.layout import Role
+from motionfs.meta.sqlite import Checkpoint, CheckpointIndex, CpEntry, Inode
 
 log = logging.getLogger(__name__)
 

@@ -76,8 +76,8 @@ from chuk_virtual_fs.providers import register_provider
 from chuk_virtual_fs.providers.s3 import S3StorageProvider
 from pydantic import BaseModel
 
-from .errors import FsError, StoreUnavailable
-from .models import NamespaceType, ProviderType, StorageScope
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.motion.models import NamespaceType, ProviderType, StorageScope
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import Any
 import trio
 from chuk_virtual_fs import AsyncVirtualFileSystem
 
-from . import control
-from .daemon import Daemon, MountOptions, lock_store, release_store
-from .models import (
+from motionfs import control
+from motionfs.daemon import Daemon, MountOptions, lock_store, release_store
+from motionfs.motion.models import (
     AssetInfo,
     CheckpointInfo,
     ProjectInfo,
@@ -175,8 +175,8 @@ class ArtifactStorageManager:
         show them. Write through the mount (or store renders/assets here).
         """
         if namespace_id not in self._vfs:
-            from .index import Index
-            from .storage import S3Settings, Storage
+            from motionfs.meta.sqlite import Index
+            from motionfs.store.storage import S3Settings, Storage
 
             index = Index.open_readonly(self.store / "index.sqlite")
             try:

@@ -23,12 +23,12 @@ from typing import Any, BinaryIO
 
 import trio
 
-from .bridge import AsyncioBridge
-from .cache import DataCache
-from .errors import FsError, StoreUnavailable
-from .index import CheckpointIndex, Index, JournalEntry
-from .models import ProviderType
-from .storage import HostTree, Storage, is_permanent
+from motionfs.bridge import AsyncioBridge
+from motionfs.data.cache import DataCache
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.meta.sqlite import CheckpointIndex, Index, JournalEntry
+from motionfs.motion.models import ProviderType
+from motionfs.store.storage import HostTree, Storage, is_permanent
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import trio
 
-from .checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
-from .errors import FsError, StoreUnavailable
-from .index import Checkpoint, CpEntry, Inode
-from .layout import Role
-from .motion import PREFIX as MOTION_PREFIX
-from .motion import MotionMetadata
-from .tree import Ctx, Tree
+from motionfs.core.checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
+from motionfs.core.tree import Ctx, Tree
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.layout import Role
+from motionfs.meta.sqlite import Checkpoint, CpEntry, Inode
+from motionfs.motion.xattrs import PREFIX as MOTION_PREFIX
+from motionfs.motion.xattrs import MotionMetadata
 
 log = logging.getLogger(__name__)
 

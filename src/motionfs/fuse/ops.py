@@ -16,9 +16,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from .errors import FsError, StoreUnavailable
-from .index import Inode
-from .snapview import Drive
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.fuse.snapshots import Drive
+from motionfs.meta.sqlite import Inode
 
 log = logging.getLogger(__name__)
 

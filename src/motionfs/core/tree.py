@@ -24,17 +24,17 @@ from typing import Protocol
 
 import trio
 
-from .blocks import BLOCK as BLOCK_SIZE
-from .blocks import PartialContent
-from .bridge import AsyncioBridge
-from .cache import DataCache
-from .errors import FsError, StoreUnavailable
-from .index import CheckpointIndex, Index, Inode
-from .journal import Journal, Op
-from .layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area, Role
-from .models import NamespaceType, ProjectMetadata, StorageScope, utcnow
-from .space import SpaceGuard
-from .storage import (
+from motionfs.bridge import AsyncioBridge
+from motionfs.data.blocks import BLOCK as BLOCK_SIZE
+from motionfs.data.blocks import PartialContent
+from motionfs.data.cache import DataCache
+from motionfs.data.journal import Journal, Op
+from motionfs.data.space import SpaceGuard
+from motionfs.errors import FsError, StoreUnavailable
+from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area, Role
+from motionfs.meta.sqlite import CheckpointIndex, Index, Inode
+from motionfs.motion.models import NamespaceType, ProjectMetadata, StorageScope, utcnow
+from motionfs.store.storage import (
     BLOB_DATA_PATH,
     MOTION_METADATA_PATH,
     Storage,

@@ -1,0 +1,1 @@
+"""The drive's engine: names and POSIX metadata (the tree), checkpoints, expiry."""

@@ -1,0 +1,2 @@
+"""The FUSE side: kernel requests in, tree calls out; the drive facade and the
+read-only .snapshots views."""

@@ -1,0 +1,1 @@
+"""The metadata engine: inodes, links, xattrs, the journal table and checkpoint records."""
