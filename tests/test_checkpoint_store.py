@@ -16,7 +16,7 @@ from motionfs.core.checkpoints import Checkpoints, manifest_path, object_path
 from motionfs.core.tree import Tree
 from motionfs.data.journal import Op
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.meta.sqlite import JournalEntry
+from motionfs.meta.records import JournalEntry
 
 
 def sha(data: bytes) -> str:

@@ -51,9 +51,10 @@ from motionfs.daemon import (
 from motionfs.data.journal import Op
 from motionfs.errors import FsError, SetupError, StoreUnavailable
 from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
-from motionfs.meta.sqlite import CheckpointIndex, Index, Inode
+from motionfs.meta.records import Inode, NamespaceRecord
+from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, StorageScope
-from motionfs.store.storage import BLOB_DATA_PATH, NamespaceRecord
+from motionfs.store.storage import BLOB_DATA_PATH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -28,7 +28,8 @@ from motionfs.core.tree import Tree, now_ns
 from motionfs.data.journal import Op
 from motionfs.errors import FsError
 from motionfs.layout import Role
-from motionfs.meta.sqlite import Checkpoint, CheckpointIndex, CpEntry, Inode
+from motionfs.meta.records import Checkpoint, CpEntry, Inode
+from motionfs.meta.sqlite import CheckpointIndex
 
 log = logging.getLogger(__name__)
 

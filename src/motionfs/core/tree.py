@@ -32,7 +32,8 @@ from motionfs.data.journal import Journal, Op
 from motionfs.data.space import SpaceGuard
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area, Role
-from motionfs.meta.sqlite import CheckpointIndex, Index, Inode
+from motionfs.meta.records import Inode
+from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, ProjectMetadata, StorageScope, utcnow
 from motionfs.store.storage import (
     BLOB_DATA_PATH,

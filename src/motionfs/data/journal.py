@@ -26,7 +26,8 @@ import trio
 from motionfs.bridge import AsyncioBridge
 from motionfs.data.cache import DataCache
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.meta.sqlite import CheckpointIndex, Index, JournalEntry
+from motionfs.meta.records import JournalEntry
+from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import ProviderType
 from motionfs.store.storage import HostTree, Storage, is_permanent
 

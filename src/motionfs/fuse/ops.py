@@ -18,7 +18,7 @@ import pyfuse3
 
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.fuse.snapshots import Drive
-from motionfs.meta.sqlite import Inode
+from motionfs.meta.records import Inode
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from motionfs.core.checkpoints import LATEST, SNAPDIR, Checkpoints, object_path
 from motionfs.core.tree import Ctx, Tree
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.layout import Role
-from motionfs.meta.sqlite import Checkpoint, CpEntry, Inode
+from motionfs.meta.records import Checkpoint, CpEntry, Inode
 from motionfs.motion.xattrs import PREFIX as MOTION_PREFIX
 from motionfs.motion.xattrs import MotionMetadata
 

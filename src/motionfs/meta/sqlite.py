@@ -22,10 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from motionfs.errors import FsError
-from motionfs.store.storage import NamespaceRecord
+from motionfs.meta.records import Checkpoint, CpEntry, Inode, JournalEntry, NamespaceRecord
 
 log = logging.getLogger(__name__)
 
@@ -155,51 +153,6 @@ INODE_COLUMNS = (
 )
 
 JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
-
-
-class Inode(BaseModel):
-    ino: int
-    mode: int
-    uid: int
-    gid: int
-    nlink: int
-    size: int = 0
-    rdev: int = 0
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    target: bytes | None = None
-    role: str
-    area: str | None = None
-    scope: str | None = None
-    ns_id: str | None = None
-    content_gen: int = 0
-    stored_gen: int = 0
-    sha256: str | None = None
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_reg(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
-
-
-class JournalEntry(BaseModel):
-    seq: int
-    ns_id: str
-    op: str
-    ino: int | None
-    path: str | None
-    path2: str | None
-    durable: bool
-    attempts: int
-    last_error: str | None
 
 
 def _inode(row: sqlite3.Row | tuple[object, ...]) -> Inode:
@@ -740,35 +693,6 @@ class Index:
             "DELETE FROM journal WHERE ino=? AND op='put' RETURNING durable", (ino,)
         ).fetchall()
         return any(d for (d,) in rows)
-
-
-class Checkpoint(BaseModel):
-    cp_id: int
-    ns_id: str
-    name: str
-    description: str | None
-    created_ns: int
-    file_count: int
-    logical_size: int
-    complete: bool
-
-
-class CpEntry(BaseModel):
-    eid: int
-    cp_id: int
-    parent_eid: int | None
-    name: bytes
-    mode: int
-    uid: int
-    gid: int
-    nlink: int
-    size: int
-    rdev: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    target: bytes | None
-    sha256: str | None
 
 
 CP_COLUMNS = "cp_id, ns_id, name, description, created_ns, file_count, logical_size, complete"

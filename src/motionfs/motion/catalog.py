@@ -24,7 +24,7 @@ from motionfs.core.tree import now_ns
 from motionfs.errors import FsError
 from motionfs.fuse.snapshots import Drive
 from motionfs.layout import Area, Role
-from motionfs.meta.sqlite import Checkpoint, Inode
+from motionfs.meta.records import Checkpoint, Inode, NamespaceRecord
 from motionfs.motion.models import (
     AssetInfo,
     AssetMetadata,
@@ -38,7 +38,6 @@ from motionfs.motion.models import (
     StorageScope,
     utcnow,
 )
-from motionfs.store.storage import NamespaceRecord
 
 
 @dataclass

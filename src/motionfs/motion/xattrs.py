@@ -28,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 from motionfs.core.tree import Tree
 from motionfs.errors import FsError
 from motionfs.layout import Area, Role
-from motionfs.meta.sqlite import Index, Inode
+from motionfs.meta.records import Inode
+from motionfs.meta.sqlite import Index
 from motionfs.motion.media import MediaInfo, probe_with_timeout
 from motionfs.motion.models import (
     AssetMetadata,

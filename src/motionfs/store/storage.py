@@ -74,9 +74,9 @@ from chuk_artifacts import StorageScope as ChukStorageScope
 from chuk_virtual_fs import AsyncVirtualFileSystem
 from chuk_virtual_fs.providers import register_provider
 from chuk_virtual_fs.providers.s3 import S3StorageProvider
-from pydantic import BaseModel
 
 from motionfs.errors import FsError, StoreUnavailable
+from motionfs.meta.records import NamespaceRecord
 from motionfs.motion.models import NamespaceType, ProviderType, StorageScope
 
 log = logging.getLogger(__name__)
@@ -211,23 +211,6 @@ def _underlying(e: BaseException) -> list[BaseException]:
             if isinstance(inner, BaseException):
                 found.append(inner)
     return found
-
-
-class NamespaceRecord(BaseModel):
-    """What the metadata index keeps about a namespace to reattach it later."""
-
-    ns_id: str
-    kind: NamespaceType
-    name: str | None
-    scope: StorageScope
-    user_id: str | None
-    session_id: str | None
-    provider_type: ProviderType
-    provider_config: dict[str, Any]
-    grid_path: str
-    created_at: str
-    expires_at: str | None
-    info_json: str
 
 
 _TO_CHUK_SCOPE = {

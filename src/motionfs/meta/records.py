@@ -1,0 +1,104 @@
+"""The records the metadata engine keeps: one shape for every engine.
+
+The layers above (tree, data, store, fsck) see only these models, never rows.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import Any
+
+from pydantic import BaseModel
+
+from motionfs.motion.models import NamespaceType, ProviderType, StorageScope
+
+
+class NamespaceRecord(BaseModel):
+    """What the metadata index keeps about a namespace to reattach it later."""
+
+    ns_id: str
+    kind: NamespaceType
+    name: str | None
+    scope: StorageScope
+    user_id: str | None
+    session_id: str | None
+    provider_type: ProviderType
+    provider_config: dict[str, Any]
+    grid_path: str
+    created_at: str
+    expires_at: str | None
+    info_json: str
+
+
+class Inode(BaseModel):
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int = 0
+    rdev: int = 0
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    target: bytes | None = None
+    role: str
+    area: str | None = None
+    scope: str | None = None
+    ns_id: str | None = None
+    content_gen: int = 0
+    stored_gen: int = 0
+    sha256: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+class JournalEntry(BaseModel):
+    seq: int
+    ns_id: str
+    op: str
+    ino: int | None
+    path: str | None
+    path2: str | None
+    durable: bool
+    attempts: int
+    last_error: str | None
+
+
+class Checkpoint(BaseModel):
+    cp_id: int
+    ns_id: str
+    name: str
+    description: str | None
+    created_ns: int
+    file_count: int
+    logical_size: int
+    complete: bool
+
+
+class CpEntry(BaseModel):
+    eid: int
+    cp_id: int
+    parent_eid: int | None
+    name: bytes
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    target: bytes | None
+    sha256: str | None
