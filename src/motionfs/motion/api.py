@@ -28,7 +28,9 @@ import trio
 from chuk_virtual_fs import AsyncVirtualFileSystem
 
 from motionfs import control
+from motionfs.address import StoreAddress
 from motionfs.daemon import Daemon, MountOptions, lock_store, release_store
+from motionfs.errors import SetupError
 from motionfs.motion.models import (
     AssetInfo,
     CheckpointInfo,
@@ -40,18 +42,21 @@ from motionfs.motion.models import (
 )
 
 
-def _default_store() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "motionfs"
-
-
 class _Engine:
     """The daemon's services without a mount, on a thread of their own."""
 
-    def __init__(self, store: Path, user: str) -> None:
+    def __init__(self, address: StoreAddress, user: str) -> None:
+        store = address.local
         store.mkdir(parents=True, exist_ok=True)
         self.lock_fd = lock_store(store)
-        self.daemon = Daemon(MountOptions(mountpoint=store, store=store, user=user))
+        opts = MountOptions(
+            mountpoint=store,
+            store=store,
+            s3_url=address.s3_url,
+            s3_endpoint=address.s3_endpoint,
+            user=user,
+        )
+        self.daemon = Daemon(opts)
         self.daemon.prepare()
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -87,9 +92,12 @@ class ArtifactStorageManager:
         store: str | Path | None = None,
         user_id: str | None = None,
     ) -> None:
-        config = provider_config or {}
+        try:
+            self.address = StoreAddress.from_seed(provider_type, provider_config or {}, store)
+        except SetupError as e:
+            raise ValueError(str(e)) from e
         self.provider_type = provider_type
-        self.store = Path(store or config.get("store") or _default_store()).expanduser().absolute()
+        self.store = self.address.local  # the store, or an s3 store's index directory
         self.user_id = user_id or getpass.getuser()
         self._engine: _Engine | None = None
         self._initialized = False
@@ -102,7 +110,7 @@ class ArtifactStorageManager:
         try:
             await self._call("list_projects", scope=None)
         except control.ControlError:
-            self._engine = await asyncio.to_thread(_Engine, self.store, self.user_id)
+            self._engine = await asyncio.to_thread(_Engine, self.address, self.user_id)
         self._initialized = True
 
     async def cleanup(self) -> None:

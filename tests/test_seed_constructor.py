@@ -1,0 +1,87 @@
+"""The seed's constructor: `provider_type` and `provider_config` choose the store,
+and what cannot be served is refused with a clear error instead of ignored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from motionfs import ArtifactStorageManager, ProviderType
+from s3server import S3Server
+
+
+def test_filesystem_store_from_provider_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FILESYSTEM with `root_path` (`~` expanded) is the store folder; its records say so."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    async def body() -> None:
+        config = {"root_path": "~/stores/one"}
+        async with ArtifactStorageManager(ProviderType.FILESYSTEM, config, user_id="al") as api:
+            project = await api.create_project("film", "tech", 30, 1920, 1080)
+            assert project.namespace_info.provider_type is ProviderType.FILESYSTEM
+        async with ArtifactStorageManager(store="~/stores/one", user_id="al") as api:
+            assert [p.metadata.project_name for p in await api.list_projects()] == ["film"]
+
+    asyncio.run(body())
+    assert (tmp_path / "stores" / "one" / "index.sqlite").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_s3_store_from_provider_config(tmp_path: Path, s3_server: S3Server) -> None:
+    """S3 with bucket, prefix and endpoint: the bytes go to the bucket, the index to `index`,
+    and a second manager on the same config finds what the first made."""
+    config = {
+        "bucket_name": s3_server.bucket,
+        "prefix": "seed/api",
+        "endpoint_url": s3_server.endpoint,
+        "index": str(tmp_path / "index"),
+    }
+
+    async def body() -> None:
+        async with ArtifactStorageManager(ProviderType.S3, config, user_id="al") as api:
+            project = await api.create_project("film", "tech", 30, 1920, 1080)
+            assert project.namespace_info.provider_type is ProviderType.S3
+            ns = project.namespace_info.namespace_id
+            render = await api.store_render(ns, b"frames" * 1000, "mp4", "64x48", 30, 1.0)
+        async with ArtifactStorageManager(ProviderType.S3, config, user_id="al") as api:
+            assert [p.metadata.project_name for p in await api.list_projects()] == ["film"]
+            rns = render.namespace_info.namespace_id
+            assert await api.read_render_data(rns) == b"frames" * 1000
+
+    asyncio.run(body())
+    keys = s3_server.objects("seed/api/")
+    assert "seed/api/store.json" in keys
+    assert any(k.endswith("/_data") and size == 6000 for k, size in keys.items()), keys
+
+
+@pytest.mark.parametrize(
+    ("provider_type", "config", "store", "message"),
+    [
+        (ProviderType.MEMORY, {}, None, "not available yet"),
+        (ProviderType.SQLITE, {"db_path": "/tmp/x.db"}, None, "not available yet"),
+        (ProviderType.S3, {}, None, "bucket_name"),
+        (ProviderType.S3, {"bucket_name": "b", "region": "x"}, None, "unknown provider_config"),
+        (ProviderType.FILESYSTEM, {"root": "/x"}, None, "unknown provider_config"),
+        (ProviderType.FILESYSTEM, {}, "memory://", "unsupported store address"),
+        (ProviderType.FILESYSTEM, {}, "sqlite:///tmp/one.db", "unsupported store address"),
+    ],
+)
+def test_refused_choices(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    provider_type: ProviderType,
+    config: dict[str, str],
+    store: str | None,
+    message: str,
+) -> None:
+    """A store motionfs cannot serve is a ValueError at construction, and no folder
+    named after the address appears in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        ArtifactStorageManager(provider_type, config, store=store)
+    assert list(tmp_path.iterdir()) == []
