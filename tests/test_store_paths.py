@@ -28,14 +28,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.motion.models import NamespaceType, StorageScope
+from motionfs.store.failures import is_permanent
+from motionfs.store.names import store_name
 from motionfs.store.storage import (
     CHUNK,
     HostTree,
     S3Settings,
     Storage,
     _temp_name,
-    is_permanent,
-    store_name,
 )
 from s3server import AWS_ENV, S3Server
 

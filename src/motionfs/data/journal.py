@@ -29,7 +29,8 @@ from motionfs.errors import FsError, StoreUnavailable
 from motionfs.meta.records import JournalEntry
 from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import ProviderType
-from motionfs.store.storage import HostTree, Storage, is_permanent
+from motionfs.store.failures import is_permanent
+from motionfs.store.storage import HostTree, Storage
 
 log = logging.getLogger(__name__)
 

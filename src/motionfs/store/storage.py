@@ -46,26 +46,24 @@ key S3 refuses) from those that may pass, through `_store_errors`' wrapping.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
 import functools
 import hashlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import stat
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, ParamSpec, TypeVar
+from typing import Any, BinaryIO
 
 from chuk_artifacts import ArtifactStore
 from chuk_artifacts import NamespaceInfo as ChukNamespaceInfo
@@ -75,144 +73,16 @@ from chuk_virtual_fs import AsyncVirtualFileSystem
 from chuk_virtual_fs.providers import register_provider
 from chuk_virtual_fs.providers.s3 import S3StorageProvider
 
-from motionfs.errors import FsError, StoreUnavailable
+from motionfs.errors import StoreUnavailable
 from motionfs.meta.records import NamespaceRecord
 from motionfs.motion.models import NamespaceType, ProviderType, StorageScope
+from motionfs.store.failures import ContentChanged, store_errors
+from motionfs.store.names import BLOB_DATA_PATH, TEMP_NAME, hashed_name
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 ASSEMBLY_TIMEOUT = 900.0  # seconds an S3 server may take to complete a multipart upload
-ESCAPE_SUFFIX = "~mfs"
-HASHED_PREFIX = "~mfs-"
-# filesystem provider: stream_write's temp name is ".tmp_" + 8 random + "_" + name.
-MAX_PLAIN_NAME = 255 - 14
-# Names the libraries keep at a namespace's root.
-RESERVED_ROOT_NAMES = {".workspace", ".chuk-motion", "_meta.json", "_data"}
-BLOB_DATA_PATH = "/_data"
-MOTION_METADATA_PATH = "/.chuk-motion/metadata.json"
-
-
-def store_name(name: bytes, at_root: bool = False) -> str:
-    """Map a POSIX name to a name every provider can hold.
-
-    Readable names stay as they are. Names the filesystem provider would hide
-    or clobber (`*.meta`), names that collide with library files at the root
-    and names ending in the escape suffix get the suffix appended (strip one
-    to decode). Names that are not UTF-8 or too long for the provider become a
-    digest; the metadata index keeps the real name, so the API can translate.
-    """
-    try:
-        text = name.decode("utf-8")
-    except UnicodeDecodeError:
-        return _hashed(name)
-    if (
-        text.endswith(".meta")
-        or text.endswith(ESCAPE_SUFFIX)
-        or (at_root and text in RESERVED_ROOT_NAMES)
-    ):
-        text += ESCAPE_SUFFIX
-    if (
-        text.startswith(HASHED_PREFIX)
-        or len(text.encode()) > MAX_PLAIN_NAME
-        or _TEMP_NAME.match(text)  # would look like an interrupted write's leftover
-    ):
-        return _hashed(name)
-    return text
-
-
-def _hashed(name: bytes) -> str:
-    digest = base64.b32encode(hashlib.sha256(name).digest()).decode().rstrip("=").lower()
-    return HASHED_PREFIX + digest[:40]
-
-
-def store_path(names: list[bytes]) -> str:
-    return "/" + "/".join(store_name(n, at_root=(i == 0)) for i, n in enumerate(names))
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _store_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """The libraries retry, then raise anything (RetryError, botocore errors...):
-    to callers every backend failure is StoreUnavailable, which they retry or
-    report as EIO."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except (StoreUnavailable, asyncio.CancelledError):
-            raise
-        except Exception as e:
-            raise StoreUnavailable(f"{type(e).__name__}: {e}") from e
-
-    return wrapper
-
-
-# Failures that the same operation will meet again however often it is retried.
-PERMANENT_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EFBIG}
-)
-PERMANENT_S3_CODES = frozenset(
-    {"KeyTooLongError", "InvalidArgument", "EntityTooLarge", "InvalidObjectName"}
-)
-
-
-def is_permanent(error: BaseException) -> bool:
-    """True when retrying the operation that failed with `error` cannot help
-    (a name or path too long, a file in the way, an object S3 refuses), False
-    for failures that may pass (a full disk, I/O errors, the endpoint down,
-    timeouts, 5xx, SlowDown) and for anything unknown.
-
-    The first error with an errno (OSError, FsError) or an S3 error code
-    decides; wrappers without one (StoreUnavailable from `_store_errors`, the
-    libraries' retry errors, exception groups) are looked through, by their
-    `__cause__`, `__context__`, members or last attempt.
-    """
-    queue: list[BaseException] = [error]
-    seen: set[int] = set()
-    while queue:
-        e = queue.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        verdict = _permanence(e)
-        if verdict is not None:
-            return verdict
-        queue.extend(_underlying(e))
-    return False
-
-
-def _permanence(e: BaseException) -> bool | None:
-    if isinstance(e, OSError | FsError) and isinstance(e.errno, int):
-        return e.errno in PERMANENT_ERRNOS
-    response = getattr(e, "response", None)  # botocore's ClientError
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code) in PERMANENT_S3_CODES
-    return None
-
-
-def _underlying(e: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    if e.__cause__ is not None:
-        found.append(e.__cause__)
-    if e.__context__ is not None and not e.__suppress_context__:
-        found.append(e.__context__)
-    if isinstance(e, BaseExceptionGroup):
-        found.extend(e.exceptions)
-    last = getattr(e, "last_attempt", None)  # tenacity's RetryError
-    if last is not None:
-        with contextlib.suppress(Exception):
-            inner = last.exception()
-            if isinstance(inner, BaseException):
-                found.append(inner)
-    return found
-
-
 _TO_CHUK_SCOPE = {
     StorageScope.SESSION: ChukStorageScope.SESSION,
     StorageScope.USER: ChukStorageScope.USER,
@@ -334,10 +204,6 @@ def _missing(e: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NotFound") or status == 404
 
 
-class ContentChanged(StoreUnavailable):
-    """The object changed between two ranged reads of one cached generation."""
-
-
 class SharedClientS3Provider(S3StorageProvider):
     """chuk-virtual-fs's s3 provider on a shared client, with calls that raise.
 
@@ -379,7 +245,7 @@ class SharedClientS3Provider(S3StorageProvider):
         # index keeps the real name. The library's own calls use this too.
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
             path = "/".join(
-                _hashed(part.encode("utf-8", "surrogateescape"))
+                hashed_name(part.encode("utf-8", "surrogateescape"))
                 if any(ord(c) < 0x20 or ord(c) == 0x7F for c in part)
                 else part
                 for part in path.split("/")
@@ -700,7 +566,7 @@ class Storage:
 
     # -- namespaces -------------------------------------------------------
 
-    @_store_errors
+    @store_errors
     async def create_namespace(
         self,
         kind: NamespaceType,
@@ -768,7 +634,7 @@ class Storage:
     def is_attached(self, ns_id: str) -> bool:
         return ns_id in self.store._namespace._namespaces
 
-    @_store_errors
+    @store_errors
     async def destroy_namespace(self, record: NamespaceRecord) -> None:
         """Destroy a namespace and its bytes (the library only forgets it)."""
         if not self.is_attached(record.ns_id):
@@ -800,7 +666,7 @@ class Storage:
     # temp files and renames (a crash never leaves a partial file at a name).
     # The library's own filesystem calls do neither.
 
-    @_store_errors
+    @store_errors
     async def mkdirs(self, ns_id: str, path: str) -> None:
         direct = self.direct(ns_id)
         if direct is not None:
@@ -820,7 +686,7 @@ class Storage:
             if not await vfs.mkdir(cur) and not await vfs.is_dir(cur):
                 raise StoreUnavailable(f"mkdir {cur} failed in {ns_id}")
 
-    @_store_errors
+    @store_errors
     async def put(
         self, ns_id: str, path: str, source: Path | BinaryIO, durable: bool = False
     ) -> str:
@@ -876,7 +742,7 @@ class Storage:
         # Not a local disk (that is HostTree's): nothing here to fsync.
         return digest.hexdigest()
 
-    @_store_errors
+    @store_errors
     async def get(self, ns_id: str, path: str, dest: Path) -> bool:
         """Stream `path` into the local file `dest`; False if it does not exist."""
         direct = self.direct(ns_id)
@@ -895,7 +761,7 @@ class Storage:
                 await asyncio.to_thread(out.write, chunk)
         return True
 
-    @_store_errors
+    @store_errors
     async def exists(self, ns_id: str, path: str) -> bool:
         direct = self.direct(ns_id)
         if direct is not None:
@@ -911,7 +777,7 @@ class Storage:
         of copying whole files into the cache first."""
         return self.s3 is not None
 
-    @_store_errors
+    @store_errors
     async def read_range(
         self, ns_id: str, path: str, start: int, length: int, fd: int, etag: str | None
     ) -> tuple[str, int] | None:
@@ -925,7 +791,7 @@ class Storage:
             raise StoreUnavailable("ranged reads need an s3 namespace")
         return await s3.strict_read_range(path, start, length, fd, etag)
 
-    @_store_errors
+    @store_errors
     async def remove(self, ns_id: str, path: str) -> None:
         """Remove a file or a whole directory tree; a missing path is fine."""
         direct = self.direct(ns_id)
@@ -944,7 +810,7 @@ class Storage:
         elif await vfs.exists(path) and not await vfs.rm(path):
             raise StoreUnavailable(f"removing {path} in {ns_id} failed")
 
-    @_store_errors
+    @store_errors
     async def move(self, ns_id: str, src: str, dst: str) -> None:
         """Rename, replacing `dst`. Re-running after a crash is harmless."""
         direct = self.direct(ns_id)
@@ -964,7 +830,7 @@ class Storage:
         if not await vfs.mv(src, dst):
             raise StoreUnavailable(f"moving {src} to {dst} in {ns_id} failed")
 
-    @_store_errors
+    @store_errors
     async def copy(self, ns_id: str, src: str, dst: str, if_missing: bool = False) -> bool:
         """Copy a file within a namespace, atomically replacing `dst`.
 
@@ -996,7 +862,7 @@ class Storage:
             await self.put(ns_id, dst, tmp)
             return True
 
-    @_store_errors
+    @store_errors
     async def write_small(self, ns_id: str, path: str, data: bytes) -> None:
         direct = self.direct(ns_id)
         if direct is not None:
@@ -1011,7 +877,7 @@ class Storage:
         if not await vfs.write_file(path, data):
             raise StoreUnavailable(f"writing {path} in {ns_id} failed")
 
-    @_store_errors
+    @store_errors
     async def read_small(self, ns_id: str, path: str) -> bytes | None:
         direct = self.direct(ns_id)
         if direct is not None:
@@ -1065,7 +931,7 @@ class Storage:
     def _token_host(self, token: str) -> HostTree:
         return HostTree(self.data_root / "ns" / token)
 
-    @_store_errors
+    @store_errors
     async def store_tokens(self) -> list[str]:
         """The names of every namespace the store holds, known to the index or not."""
         if self.s3 is not None:
@@ -1082,7 +948,7 @@ class Storage:
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
 
-    @_store_errors
+    @store_errors
     async def list_files(self, token: str) -> list[tuple[str, int]]:
         """(store path, size) of every file of the namespace stored under `token`
         (sidecars and the libraries' own files included)."""
@@ -1099,7 +965,7 @@ class Storage:
             return found
         return await asyncio.to_thread(self._token_host(token).files)
 
-    @_store_errors
+    @store_errors
     async def namespace_exists(self, record: NamespaceRecord) -> bool:
         if self.s3 is not None:
             return bool(await self.list_files(self.token_of(record)))
@@ -1107,7 +973,7 @@ class Storage:
             str(record.provider_config.get("root_path", ""))
         ).is_dir()
 
-    @_store_errors
+    @store_errors
     async def read_record(self, token: str, path: str) -> bytes | None:
         """A small file of a namespace the index may not know (by its token)."""
         if self.s3 is not None:
@@ -1130,7 +996,7 @@ class Storage:
         assert self.s3 is not None
         return f"{self.s3.prefix}/{name}" if self.s3.prefix else name
 
-    @_store_errors
+    @store_errors
     async def read_store_file(self, name: str) -> bytes | None:
         """A file of the store itself (its identity): beside `data/` on a local
         store, at the store's prefix in the bucket on s3."""
@@ -1141,7 +1007,7 @@ class Storage:
         except FileNotFoundError:
             return None
 
-    @_store_errors
+    @store_errors
     async def write_store_file(self, name: str, data: bytes) -> None:
         """Write a store file atomically and durably."""
         if self.s3 is not None:
@@ -1205,7 +1071,7 @@ class Storage:
         base = s3.key("/x")[:-1]
         return "/" + s3.key(path)[len(base) :]
 
-    @_store_errors
+    @store_errors
     async def size_of(self, ns_id: str, path: str) -> int | None:
         """The size of the store's copy at `path`; None if there is none."""
         s3 = self._s3(ns_id)
@@ -1217,7 +1083,7 @@ class Storage:
             raise StoreUnavailable(f"namespace {ns_id} is neither on this disk nor in s3")
         return await asyncio.to_thread(direct.size, path)
 
-    @_store_errors
+    @store_errors
     async def sha256_of(self, ns_id: str, path: str) -> str | None:
         """The sha256 of the store's copy at `path` (an s3 object is read whole)."""
         direct = self.direct(ns_id)
@@ -1559,7 +1425,7 @@ class HostTree:
 
         def on_file(dfd: int, entry: os.DirEntry[str]) -> None:
             nonlocal removed
-            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.name, dir_fd=dfd)
                     removed += 1
@@ -1578,9 +1444,6 @@ _DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 NAME_MAX = 255  # bytes in one name
-# Temp files: ours (".tmp_" + 8 hex digits [+ "_" + name]) and those of the
-# provider's stream_write (tempfile.mkstemp: ".tmp_" + 8 of [a-z0-9_] + "_" + name).
-_TEMP_NAME = re.compile(r"\.tmp_[a-z0-9_]{8}(?:_|\Z)", re.DOTALL)
 
 
 def _parts(path: str) -> list[str]:
