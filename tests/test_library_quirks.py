@@ -808,7 +808,7 @@ def test_s3_provider_reports_an_outage_as_missing(tmp_path: Path) -> None:
     ("a backend outage looks the same" as a missing file). motionfs's strict calls raise instead,
     so the storage layer reports StoreUnavailable (EIO), never "not found"."""
     from motionfs.errors import StoreUnavailable
-    from motionfs.store.storage import S3Settings
+    from motionfs.store.s3 import S3Settings
     from s3server import S3Server
 
     with S3Server() as server:

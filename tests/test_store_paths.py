@@ -28,15 +28,12 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.motion.models import NamespaceType, StorageScope
+from motionfs.store.backend import CHUNK
 from motionfs.store.failures import is_permanent
+from motionfs.store.host import HostTree, _temp_name
 from motionfs.store.names import store_name
-from motionfs.store.storage import (
-    CHUNK,
-    HostTree,
-    S3Settings,
-    Storage,
-    _temp_name,
-)
+from motionfs.store.s3 import S3Settings
+from motionfs.store.storage import Storage
 from s3server import AWS_ENV, S3Server
 
 DEEP_NAMES = [f"{i:02d}" + "d" * 198 for i in range(25)]  # 200 bytes each
@@ -239,7 +236,7 @@ def test_a_put_killed_midway_leaves_the_old_content_and_a_temp_that_is_swept(
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from motionfs.store.storage import HostTree\n"
+        "from motionfs.store.host import HostTree\n"
         "HostTree(Path(sys.argv[1])).put('/d/f', sys.stdin.buffer)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(host.root)], stdin=subprocess.PIPE)

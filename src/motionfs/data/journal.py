@@ -30,7 +30,8 @@ from motionfs.meta.records import JournalEntry
 from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import ProviderType
 from motionfs.store.failures import is_permanent
-from motionfs.store.storage import HostTree, Storage
+from motionfs.store.host import HostTree
+from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
 
