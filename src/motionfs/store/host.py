@@ -23,7 +23,6 @@ import errno
 import functools
 import logging
 import os
-import secrets
 import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterator
@@ -43,6 +42,24 @@ from motionfs.store.backend import (
     file_sha256,
 )
 from motionfs.store.failures import SourceMissing
+from motionfs.store.hostfs import (
+    NEW_FLAGS,
+    ROOT_FLAGS,
+    copy_fd,
+    entry_size,
+    link_source,
+    lstat_at,
+    move_sidecar,
+    open_file,
+    open_subdir,
+    parts,
+    remove_at,
+    replace_via_temp,
+    scan_dir,
+    sidecar_of,
+    temp_name,
+    walk_below,
+)
 from motionfs.store.names import TEMP_NAME
 
 log = logging.getLogger(__name__)
@@ -75,12 +92,12 @@ class HostTree:
 
     def _open_root(self, create: bool) -> int | None:
         try:
-            return os.open(self.root, _ROOT_FLAGS)
+            return os.open(self.root, ROOT_FLAGS)
         except FileNotFoundError:
             if not create:
                 return None
         os.makedirs(self.root, exist_ok=True)
-        return os.open(self.root, _ROOT_FLAGS)
+        return os.open(self.root, ROOT_FLAGS)
 
     def _open_dir(self, names: list[str], create: bool) -> int | None:
         """An fd of the directory root/names...; None if it is missing (not
@@ -91,7 +108,7 @@ class HostTree:
         done = False
         try:
             for name in names:
-                sub = _open_subdir(fd, name, create)
+                sub = open_subdir(fd, name, create)
                 if sub is None:
                     return None
                 os.close(fd)
@@ -105,7 +122,7 @@ class HostTree:
     @contextlib.contextmanager
     def _parent(self, path: str, create: bool = False) -> Iterator[tuple[int, str] | None]:
         """(fd of the directory holding `path`, its name); None if that is missing."""
-        names = _parts(path)
+        names = parts(path)
         if not names:
             raise IsADirectoryError(errno.EISDIR, "the namespace root is a directory", path)
         fd = self._open_dir(names[:-1], create)
@@ -130,16 +147,16 @@ class HostTree:
         with self._parent(path, create=True) as at:
             assert at is not None
             dfd, name = at
-            tmp = _temp_name(name)
+            tmp = temp_name(name)
             # By name: the open file pins the content; if the name is gone (a
             # newer generation superseded it) or on another disk, copy.
-            linked = link and _link_source(source, dfd, tmp)
+            linked = link and link_source(source, dfd, tmp)
             fd = -1
             try:
                 if linked:
                     content = source.fileno()
                 else:
-                    fd = content = os.open(tmp, _NEW_FLAGS, 0o666, dir_fd=dfd)
+                    fd = content = os.open(tmp, NEW_FLAGS, 0o666, dir_fd=dfd)
                     with open(fd, "wb", closefd=False) as out:
                         if source.seekable():  # else a stream (a pipe): from where it is
                             source.seek(0)
@@ -174,7 +191,7 @@ class HostTree:
             if at is None:
                 return False
             dfd, name = at
-            fd = _open_file(dfd, name)
+            fd = open_file(dfd, name)
             if fd is None:
                 return False
             try:
@@ -187,7 +204,7 @@ class HostTree:
                 if not linked:
                     out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
                     try:
-                        _copy_fd(fd, out)
+                        copy_fd(fd, out)
                     finally:
                         os.close(out)
             finally:
@@ -196,17 +213,17 @@ class HostTree:
 
     def exists(self, path: str) -> bool:
         """Whether anything (file, directory...) is at `path`."""
-        if not _parts(path):
+        if not parts(path):
             return self.root.is_dir()
         with self._parent(path) as at:
-            return at is not None and _lstat(*at) is not None
+            return at is not None and lstat_at(*at) is not None
 
     def read_small(self, path: str) -> bytes | None:
         """The whole content of the file `path`; None if it is not a file."""
         with self._parent(path) as at:
             if at is None:
                 return None
-            fd = _open_file(*at)
+            fd = open_file(*at)
             if fd is None:
                 return None
             with open(fd, "rb") as f:
@@ -222,7 +239,7 @@ class HostTree:
 
         with self._parent(path, create=True) as at:
             assert at is not None
-            _replace_via_temp(*at, fill)
+            replace_via_temp(*at, fill)
 
     def copy(self, src: str, dst: str, if_missing: bool = False) -> bool:
         """Copy the file `src` to `dst`, atomically replacing it; False if `src`
@@ -233,7 +250,7 @@ class HostTree:
         replaced. When `src` is gone, an existing `dst` is kept (True).
         """
         with self._parent(src) as at:
-            sfd = None if at is None else _open_file(*at)
+            sfd = None if at is None else open_file(*at)
         if sfd is None:
             return if_missing and self.exists(dst)
         try:
@@ -241,29 +258,29 @@ class HostTree:
             with self._parent(dst, create=True) as d_at:
                 assert d_at is not None
                 if if_missing:
-                    st = _lstat(*d_at)
+                    st = lstat_at(*d_at)
                     if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size:
                         return True
-                _replace_via_temp(*d_at, functools.partial(_copy_fd, sfd))
+                replace_via_temp(*d_at, functools.partial(copy_fd, sfd))
             return True
         finally:
             os.close(sfd)
 
     def mkdirs(self, path: str) -> None:
-        fd = self._open_dir(_parts(path), create=True)
+        fd = self._open_dir(parts(path), create=True)
         assert fd is not None
         os.close(fd)
 
     def remove(self, path: str) -> None:
         """Remove a file or a whole tree (and the provider's `.meta` sidecar
         beside it); a missing path is fine. "/" removes the namespace root."""
-        if not _parts(path):
+        if not parts(path):
             try:
-                pfd = os.open(self.root.parent, _ROOT_FLAGS)
+                pfd = os.open(self.root.parent, ROOT_FLAGS)
             except FileNotFoundError:
                 return
             try:
-                _remove_at(pfd, self.root.name)
+                remove_at(pfd, self.root.name)
             finally:
                 os.close(pfd)
             return
@@ -271,37 +288,37 @@ class HostTree:
             if at is None:
                 return
             dfd, name = at
-            _remove_at(dfd, name)
-            sidecar = _sidecar(name)
+            remove_at(dfd, name)
+            sidecar = sidecar_of(name)
             if sidecar is not None:
-                _remove_at(dfd, sidecar)
+                remove_at(dfd, sidecar)
 
     def move(self, src: str, dst: str) -> None:
         """Rename, replacing `dst` (and carrying the `.meta` sidecar); a missing
         `src` was moved already."""
-        if _parts(src) == _parts(dst):
+        if parts(src) == parts(dst):
             return
         with self._parent(src) as s_at:
             if s_at is None:
                 return
             sfd, sname = s_at
-            s_side = _sidecar(sname)
-            has_side = s_side is not None and _lstat(sfd, s_side) is not None
-            s_st = _lstat(sfd, sname)
+            s_side = sidecar_of(sname)
+            has_side = s_side is not None and lstat_at(sfd, s_side) is not None
+            s_st = lstat_at(sfd, sname)
             if s_st is None:
                 # Moved before a crash: finish carrying the sidecar, if that is left.
                 if has_side:
                     with self._parent(dst) as d_at:
-                        if d_at is not None and _lstat(*d_at) is not None:
-                            _move_sidecar(sfd, sname, *d_at)
+                        if d_at is not None and lstat_at(*d_at) is not None:
+                            move_sidecar(sfd, sname, *d_at)
                 return
             with self._parent(dst, create=True) as d_at:
                 assert d_at is not None
                 dfd, dname = d_at
-                d_side = _sidecar(dname)
+                d_side = sidecar_of(dname)
                 if not has_side and d_side is not None:
-                    _remove_at(dfd, d_side)  # the old target's sidecar is not ours
-                d_st = _lstat(dfd, dname)
+                    remove_at(dfd, d_side)  # the old target's sidecar is not ours
+                d_st = lstat_at(dfd, dname)
                 if d_st is not None and (
                     stat.S_ISDIR(d_st.st_mode)
                     or stat.S_ISDIR(s_st.st_mode)
@@ -309,20 +326,20 @@ class HostTree:
                 ):
                     # rename() cannot replace a directory that is not empty, nor a
                     # file by a directory; and it keeps both names of one inode.
-                    _remove_at(dfd, dname)
+                    remove_at(dfd, dname)
                 os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
                 if has_side:
-                    _move_sidecar(sfd, sname, dfd, dname)
+                    move_sidecar(sfd, sname, dfd, dname)
 
     def size(self, path: str) -> int | None:
         """The size of the file at `path`; None if there is no file."""
         with self._parent(path) as at:
-            st = None if at is None else _lstat(*at)
+            st = None if at is None else lstat_at(*at)
         return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def sha256(self, path: str) -> str | None:
         with self._parent(path) as at:
-            fd = None if at is None else _open_file(*at)
+            fd = None if at is None else open_file(*at)
         if fd is None:
             return None
         with open(fd, "rb") as f:
@@ -336,8 +353,8 @@ class HostTree:
             return found
 
         def walk(fd: int, prefix: str) -> None:
-            for sub in _scan(fd, lambda dfd, e: found.append((prefix + e.name, _size(e)))):
-                child = _open_subdir(fd, sub, create=False)
+            for sub in scan_dir(fd, lambda dfd, e: found.append((prefix + e.name, entry_size(e)))):
+                child = open_subdir(fd, sub, create=False)
                 if child is not None:
                     try:
                         walk(child, prefix + sub + "/")
@@ -370,7 +387,7 @@ class HostTree:
                     removed += 1
 
         try:
-            _walk_below(fd, on_file, None)
+            walk_below(fd, on_file, None)
         finally:
             os.close(fd)
         return removed
@@ -471,239 +488,6 @@ class HostBackend:
         await asyncio.to_thread(destroy_root, self.tree.root)
 
 
-# Directories are opened without following symlinks (the root itself may be one).
-_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
-# O_NONBLOCK: opening a FIFO someone put in the tree must not hang.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-NAME_MAX = 255  # bytes in one name
-
-
-def _parts(path: str) -> list[str]:
-    names = [n for n in path.split("/") if n]
-    for n in names:
-        if n in (".", "..") or "\0" in n:
-            raise OSError(errno.EINVAL, f"not a store path: {path!r}")
-    return names
-
-
-def _temp_name(name: str) -> str:
-    """`.tmp_<hex>_<name>` (the provider's pattern: 14 bytes beside the name,
-    which MAX_PLAIN_NAME leaves), or `.tmp_<hex>` when that would not fit."""
-    token = secrets.token_hex(4)
-    tmp = f".tmp_{token}_{name}"
-    return tmp if len(os.fsencode(tmp)) <= NAME_MAX else f".tmp_{token}"
-
-
-def _sidecar(name: str) -> str | None:
-    """The filesystem provider's metadata file beside `name` (None: cannot exist)."""
-    side = name + ".meta"
-    return side if len(os.fsencode(side)) <= NAME_MAX else None
-
-
-def _open_subdir(fd: int, name: str, create: bool) -> int | None:
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=fd)
-    except FileNotFoundError:
-        if not create:
-            return None
-    except NotADirectoryError:  # a file or a symlink is in the way
-        if not create:
-            return None
-        raise
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o777, dir_fd=fd)
-    return os.open(name, _DIR_FLAGS, dir_fd=fd)
-
-
-def _open_file(dfd: int, name: str) -> int | None:
-    """An fd of the regular file `name` in `dfd`; None if there is none."""
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return fd
-
-
-def _lstat(dfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _link_source(source: BinaryIO, dfd: int, tmp: str) -> bool:
-    """Hard-link the open file `source` (by its name) as `tmp` in `dfd`.
-
-    False when that cannot be done: no name, the name is gone or is another
-    file now, another disk; or the file is empty (empty files are made anew,
-    the cache's one empty file is shared).
-    """
-    try:
-        st = os.fstat(source.fileno())
-        name = source.name
-        if st.st_size == 0 or not isinstance(name, str | bytes):
-            return False
-        os.link(name, tmp, dst_dir_fd=dfd)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return False
-    linked = _lstat(dfd, tmp)
-    if linked is None or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dfd)
-        return False
-    return True
-
-
-def _copy_fd(src: int, dst: int) -> None:
-    """Copy the whole file `src` into the empty file `dst` (in the kernel when it can)."""
-    size = os.fstat(src).st_size
-    offset = 0
-    in_kernel = True
-    while in_kernel and offset < size:
-        try:
-            n = os.copy_file_range(src, dst, size - offset, offset, offset)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            n = 0
-        in_kernel = n > 0
-        offset += n
-    # Whatever copy_file_range did not do (another disk, a file that grew).
-    while chunk := os.pread(src, CHUNK, offset):
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(dst, view, offset)
-            offset += written
-            view = view[written:]
-
-
-def _replace_via_temp(dfd: int, name: str, fill: Callable[[int], None]) -> None:
-    """Write a temp file beside `name` with `fill(fd)`, then rename it over `name`."""
-    tmp = _temp_name(name)
-    fd = os.open(tmp, _NEW_FLAGS, 0o666, dir_fd=dfd)
-    try:
-        try:
-            fill(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dfd)
-        raise
-
-
-def _move_sidecar(sfd: int, sname: str, dfd: int, dname: str) -> None:
-    s_side, d_side = _sidecar(sname), _sidecar(dname)
-    assert s_side is not None
-    if d_side is None:  # no sidecar can sit beside a name that long
-        _remove_at(sfd, s_side)
-    else:
-        os.replace(s_side, d_side, src_dir_fd=sfd, dst_dir_fd=dfd)
-
-
-def _remove_at(dfd: int, name: str) -> None:
-    """Remove the file or the whole tree `name` in `dfd`; missing is fine."""
-    st = _lstat(dfd, name)
-    if st is None:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dfd)
-        return
-    try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-    except (FileNotFoundError, NotADirectoryError):
-        return _remove_at(dfd, name)  # replaced meanwhile: look again
-
-    def unlink(sub: int, entry: os.DirEntry[str]) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.name, dir_fd=sub)
-
-    def rmdir(parent: int, sub_name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(sub_name, dir_fd=parent)
-
-    try:
-        _walk_below(fd, unlink, rmdir)
-    finally:
-        os.close(fd)
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(name, dir_fd=dfd)
-
-
-def _walk_below(
-    top: int,
-    on_file: Callable[[int, os.DirEntry[str]], None],
-    after_dir: Callable[[int, str], None] | None,
-) -> None:
-    """Depth-first walk of everything below the open directory `top`.
-
-    `on_file(dir_fd, entry)` for each entry that is not a directory (symlinks
-    are not followed); `after_dir(parent_fd, name)` once a subdirectory has
-    been walked. At most three descriptors are open at a time whatever the
-    depth: the walk climbs back by "..", checking that it reaches the
-    directory it came from.
-    """
-    cur = os.dup(top)
-    # Per directory above `cur`: its identity, subdirectories still to walk,
-    # and the name of the one `cur` is.
-    stack: list[tuple[tuple[int, int], list[str], str]] = []
-    try:
-        pending = _scan(cur, on_file)
-        while True:
-            if pending:
-                name = pending.pop()
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=cur)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # gone or replaced meanwhile
-                st = os.fstat(cur)
-                stack.append(((st.st_dev, st.st_ino), pending, name))
-                os.close(cur)
-                cur = sub
-                pending = _scan(cur, on_file)
-                continue
-            if not stack:
-                return
-            ident, pending, name = stack.pop()
-            up = os.open("..", _DIR_FLAGS, dir_fd=cur)
-            os.close(cur)
-            cur = up
-            st = os.fstat(cur)
-            if (st.st_dev, st.st_ino) != ident:
-                raise OSError(errno.ESTALE, "a directory moved during a walk of the store")
-            if after_dir is not None:
-                after_dir(cur, name)
-    finally:
-        os.close(cur)
-
-
-def _scan(fd: int, on_file: Callable[[int, os.DirEntry[str]], None]) -> list[str]:
-    """Call on_file for the directory's non-directories; return its subdirectories."""
-    with os.scandir(fd) as it:
-        entries = list(it)
-    subdirs: list[str] = []
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            subdirs.append(entry.name)
-        else:
-            on_file(fd, entry)
-    return subdirs
-
-
-def _size(entry: os.DirEntry[str]) -> int:
-    try:
-        return entry.stat(follow_symlinks=False).st_size
-    except FileNotFoundError:
-        return -1
-
-
 def destroy_root(root: Path) -> None:
     """Remove a destroyed namespace's directory, best effort (the index has
     forgotten it already)."""
@@ -712,19 +496,3 @@ def destroy_root(root: Path) -> None:
     except OSError as e:
         log.warning("could not remove all of %s: %s", root, e)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def sweep_folder(folder: Path) -> int:
-    """Remove everything in `folder` (a temp folder); how many entries. Blocking."""
-    try:
-        fd = os.open(folder, _ROOT_FLAGS)
-    except FileNotFoundError:
-        return 0
-    try:
-        with os.scandir(fd) as it:
-            names = [entry.name for entry in it]
-        for name in names:
-            _remove_at(fd, name)
-    finally:
-        os.close(fd)
-    return len(names)

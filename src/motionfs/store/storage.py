@@ -51,7 +51,8 @@ from motionfs.motion.models import NamespaceType, ProviderType, StorageScope
 from motionfs.store import backend as changes
 from motionfs.store.backend import Backend, Change, scratch_in
 from motionfs.store.failures import store_errors
-from motionfs.store.host import HostBackend, HostTree, sweep_folder
+from motionfs.store.host import HostBackend, HostTree
+from motionfs.store.hostfs import sweep_folder
 from motionfs.store.names import BLOB_DATA_PATH
 from motionfs.store.s3 import S3Backend, S3Connection, S3Settings, SharedClientS3Provider
 from motionfs.store.vfs import VfsBackend
