@@ -28,7 +28,8 @@ from chuk_virtual_fs.provider_base import AsyncStorageProvider
 from chuk_virtual_fs.retry_handler import RetryError, RetryHandler
 
 from motionfs.motion.models import NamespaceType, StorageScope
-from motionfs.store.storage import MAX_PLAIN_NAME, Storage, store_name
+from motionfs.store.names import MAX_PLAIN_NAME, store_name
+from motionfs.store.storage import Storage
 
 SECONDS_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 STAMP_NS = 1_000_000_000_123_456_789  # 2001-09-09T01:46:40.123456789Z
@@ -807,7 +808,7 @@ def test_s3_provider_reports_an_outage_as_missing(tmp_path: Path) -> None:
     ("a backend outage looks the same" as a missing file). motionfs's strict calls raise instead,
     so the storage layer reports StoreUnavailable (EIO), never "not found"."""
     from motionfs.errors import StoreUnavailable
-    from motionfs.store.storage import S3Settings
+    from motionfs.store.s3 import S3Settings
     from s3server import S3Server
 
     with S3Server() as server:

@@ -28,15 +28,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.motion.models import NamespaceType, StorageScope
-from motionfs.store.storage import (
-    CHUNK,
-    HostTree,
-    S3Settings,
-    Storage,
-    _temp_name,
-    is_permanent,
-    store_name,
-)
+from motionfs.store.backend import CHUNK
+from motionfs.store.failures import is_permanent
+from motionfs.store.host import HostTree
+from motionfs.store.hostfs import temp_name
+from motionfs.store.names import store_name
+from motionfs.store.s3 import S3Settings
+from motionfs.store.storage import Storage
 from s3server import AWS_ENV, S3Server
 
 DEEP_NAMES = [f"{i:02d}" + "d" * 198 for i in range(25)]  # 200 bytes each
@@ -239,7 +237,7 @@ def test_a_put_killed_midway_leaves_the_old_content_and_a_temp_that_is_swept(
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from motionfs.store.storage import HostTree\n"
+        "from motionfs.store.host import HostTree\n"
         "HostTree(Path(sys.argv[1])).put('/d/f', sys.stdin.buffer)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(host.root)], stdin=subprocess.PIPE)
@@ -303,10 +301,10 @@ def test_sweep_removes_stale_temps_and_nothing_else(tmp_path: Path) -> None:
 
 def test_temp_names_fit_in_a_name(tmp_path: Path) -> None:
     """`.tmp_<hex>_<name>` when it fits in 255 bytes, else `.tmp_<hex>`."""
-    assert _temp_name("clip.mp4").startswith(".tmp_")
-    assert _temp_name("clip.mp4").endswith("_clip.mp4")
-    assert len(_temp_name("z" * 241).encode()) == 255
-    short = _temp_name("z" * 250)
+    assert temp_name("clip.mp4").startswith(".tmp_")
+    assert temp_name("clip.mp4").endswith("_clip.mp4")
+    assert len(temp_name("z" * 241).encode()) == 255
+    short = temp_name("z" * 250)
     assert len(short) == len(".tmp_") + 8 and "z" not in short
     # Names up to 255 bytes can be written, copied and moved.
     host = host_tree(tmp_path)

@@ -17,7 +17,7 @@ from harness import CTX, Harness, ns_of, project, read_file, write_file
 from motionfs.core.tree import Tree
 from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO
-from motionfs.store.storage import BLOB_DATA_PATH, MOTION_METADATA_PATH
+from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH
 
 
 def test_closed_file_lands_in_the_namespace_at_its_own_path(h: Harness) -> None:

@@ -43,7 +43,8 @@ from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import Drive, SnapshotView
 from motionfs.meta.sqlite import Index
 from motionfs.motion.xattrs import MotionMetadata
-from motionfs.store.storage import S3Settings, Storage
+from motionfs.store.s3 import S3Settings
+from motionfs.store.storage import Storage
 
 log = logging.getLogger("motionfs")
 

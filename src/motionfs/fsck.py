@@ -54,7 +54,7 @@ from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
 from motionfs.meta.records import Inode, NamespaceRecord
 from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, StorageScope
-from motionfs.store.storage import BLOB_DATA_PATH
+from motionfs.store.names import BLOB_DATA_PATH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

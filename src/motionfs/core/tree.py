@@ -35,14 +35,9 @@ from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area
 from motionfs.meta.records import Inode
 from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, ProjectMetadata, StorageScope, utcnow
-from motionfs.store.storage import (
-    BLOB_DATA_PATH,
-    MOTION_METADATA_PATH,
-    Storage,
-    file_sha256,
-    store_name,
-    store_path,
-)
+from motionfs.store.backend import file_sha256
+from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH, store_name, store_path
+from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
 

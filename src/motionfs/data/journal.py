@@ -10,7 +10,6 @@ Every operation is idempotent. fsync waits here for its own entry.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import itertools
 import logging
@@ -18,8 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import trio
 
@@ -28,8 +26,10 @@ from motionfs.data.cache import DataCache
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.meta.records import JournalEntry
 from motionfs.meta.sqlite import CheckpointIndex, Index
-from motionfs.motion.models import ProviderType
-from motionfs.store.storage import HostTree, Storage, is_permanent
+from motionfs.store.backend import Change, Copy, MakeDirs, Move, Put, Remove, Write
+from motionfs.store.failures import SourceMissing, is_permanent
+from motionfs.store.host import HostTree
+from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +60,35 @@ class Op(StrEnum):
     READY = "ready"  # checkpoint `path` has every object: make it visible
 
 
-# What a filesystem-provider namespace does directly on its host directory.
+# What a namespace on this disk applies in runs, on the trio thread (see
+# Journal._apply_inline); everything else goes one entry at a time.
 HOST_OPS = {Op.PUT, Op.MKDIR, Op.REMOVE, Op.MOVE}
 
 
-def _host_apply(host: HostTree, e: JournalEntry, src: tuple[BinaryIO, int] | None) -> bool:
-    """One entry on a host directory (blocking); True if it stored content."""
+def _change(e: JournalEntry, src: tuple[BinaryIO, int] | None) -> Change | None:
+    """The store change an entry asks for; None for a PUT with nothing to upload.
+
+    A PUT's source is a sealed cache generation, opened by the caller.
+    """
     op = Op(e.op)
     assert e.path is not None
     if op is Op.PUT:
-        if src is not None:
-            host.put(e.path, src[0], e.durable)
-        return src is not None
+        return None if src is None else Put(e.path, src[0], e.durable, sealed=True)
     if op is Op.MKDIR:
-        host.mkdirs(e.path)
-    elif op is Op.REMOVE:
-        host.remove(e.path)
-    else:
-        assert e.path2 is not None
-        host.move(e.path, e.path2)
-    return False
-
-
-class SourceMissing(Exception):
-    """A copy's source is gone from the store: retrying cannot bring it back."""
+        return MakeDirs(e.path)
+    if op is Op.REMOVE:
+        return Remove(e.path)
+    assert e.path2 is not None
+    if op is Op.MOVE:
+        return Move(e.path, e.path2)
+    if op in (Op.COPY, Op.KEEP):
+        return Copy(e.path, e.path2, if_missing=op is Op.KEEP)
+    if op is Op.WRITE:
+        data = e.path2.encode()
+        if e.path.endswith(".gz"):  # checkpoint manifests: mostly hashes and paths
+            data = gzip.compress(data, mtime=0)
+        return Write(e.path, data)
+    raise ValueError(f"journal entry {e.op} is not a store change")
 
 
 def permanent(error: BaseException) -> bool:
@@ -147,9 +152,9 @@ class Journal:
     async def _sweep(self) -> None:
         removed = await trio.to_thread.run_sync(self.storage.sweep_store_tmp)
         for record, _state in self.index.namespaces():
-            root = record.provider_config.get("root_path")
-            if record.provider_type is ProviderType.FILESYSTEM and root and Path(root).is_dir():
-                removed += await trio.to_thread.run_sync(HostTree(Path(root)).sweep_temps)
+            tree = self.storage.local_tree(record)
+            if tree is not None:
+                removed += await trio.to_thread.run_sync(tree.sweep_temps)
         if removed:
             log.info("removed %d temporary files an interrupted store operation left", removed)
 
@@ -213,9 +218,9 @@ class Journal:
             self._finished([first])
             return
         run = list(itertools.takewhile(lambda e: Op(e.op) in HOST_OPS, entries))
-        await self._apply_on_host(direct, run)
+        await self._apply_inline(direct, run)
 
-    async def _apply_on_host(self, host: HostTree, entries: list[JournalEntry]) -> None:
+    async def _apply_inline(self, tree: HostTree, entries: list[JournalEntry]) -> None:
         """Apply entries in order and record them in one transaction.
 
         Links, renames and unlinks take microseconds: they run right here, a
@@ -234,11 +239,12 @@ class Journal:
                 try:
                     src = self._open_source(e) if Op(e.op) is Op.PUT else None
                     sources.append(src)
-                    if e.durable:
-                        durable = functools.partial(_host_apply, host, e, src)
-                        results.append(await trio.to_thread.run_sync(durable))
-                    else:
-                        results.append(_host_apply(host, e, src))
+                    change = _change(e, src)
+                    if change is not None and e.durable:
+                        await trio.to_thread.run_sync(tree.apply, change)
+                    elif change is not None:
+                        tree.apply(change)
+                    results.append(isinstance(change, Put))  # stored content
                 except Exception as exc:
                     error = exc
                     break
@@ -314,56 +320,29 @@ class Journal:
         if not await self._attach(ns):
             log.warning("journal entry for unknown namespace %s skipped", ns)
             return
-        assert e.path is not None
-        if op is Op.PUT:
-            await self._put(e)
-        elif op is Op.MKDIR:
-            await self._store(ns, "mkdirs", e.path)
-        elif op is Op.REMOVE:
-            await self._store(ns, "remove", e.path)
-        elif op is Op.MOVE:
-            assert e.path2 is not None
-            await self._store(ns, "move", e.path, e.path2)
-        elif op in (Op.COPY, Op.KEEP):
-            assert e.path2 is not None
-            copied = await self.bridge.call(
-                self.storage.copy, ns, e.path, e.path2, if_missing=op is Op.KEEP
-            )
-            if not copied:
-                raise SourceMissing(f"copy {e.path} -> {e.path2}: the source is missing")
-        elif op is Op.READY:
+        if op is Op.READY:
+            assert e.path is not None
             lost = [p for p in self.index.parked_ops() if p.ns_id == ns and p.seq < e.seq]
             if lost:  # stays invisible; fsck reports it
                 log.error("checkpoint %s of %s is incomplete: %s", e.path, ns, lost[0].last_error)
                 return
             with self.index.transaction():
                 self.records.mark_complete(ns, e.path)
-        elif op is Op.WRITE:
-            assert e.path2 is not None
-            data = e.path2.encode()
-            if e.path.endswith(".gz"):  # checkpoint manifests: mostly hashes and paths
-                data = gzip.compress(data, mtime=0)
-            await self.bridge.call(self.storage.write_small, ns, e.path, data)
-
-    async def _store(self, ns_id: str, method: str, *args: Any) -> Any:
-        """Run a Storage method; on a local disk its HostTree twin, in a worker thread
-        (no trip through the asyncio loop and the libraries)."""
-        direct = self.storage.direct(ns_id)
-        if direct is not None:
-            return await trio.to_thread.run_sync(functools.partial(getattr(direct, method), *args))
-        return await self.bridge.call(getattr(self.storage, method), ns_id, *args)
-
-    async def _put(self, e: JournalEntry) -> None:
-        src = self._open_source(e)
-        if src is None:
             return
-        with src[0]:
-            digest = await self._store(e.ns_id, "put", e.path, src[0], e.durable)
-        with self.index.transaction():
-            stored = self._record_put(e, src[1], digest)
-        if stored:
-            assert e.ino is not None
-            self.on_stored(e.ino)
+        src = self._open_source(e) if op is Op.PUT else None
+        change = _change(e, src)
+        if change is None:
+            return
+        with contextlib.ExitStack() as stack:
+            if src is not None:
+                stack.enter_context(src[0])
+            digest = await self.bridge.call(self.storage.apply, ns, change)
+        if src is not None:
+            with self.index.transaction():
+                stored = self._record_put(e, src[1], digest)
+            if stored:
+                assert e.ino is not None
+                self.on_stored(e.ino)
 
     def _open_source(self, e: JournalEntry) -> tuple[BinaryIO, int] | None:
         """The sealed content to upload and its generation; None if there is nothing to do.

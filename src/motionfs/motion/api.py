@@ -184,7 +184,8 @@ class ArtifactStorageManager:
         """
         if namespace_id not in self._vfs:
             from motionfs.meta.sqlite import Index
-            from motionfs.store.storage import S3Settings, Storage
+            from motionfs.store.s3 import S3Settings
+            from motionfs.store.storage import Storage
 
             index = Index.open_readonly(self.store / "index.sqlite")
             try:
