@@ -83,15 +83,25 @@ def _registry(store: ArtifactStore) -> dict[str, tuple[AsyncVirtualFileSystem, C
 
 class Storage:
     """chuk-artifacts namespaces on one provider: the filesystem provider rooted
-    in the store directory, or (with `s3`) the s3 provider in a bucket."""
+    in the store directory, (with `s3`) the s3 provider in a bucket, or (with
+    `memory`) chuk-virtual-fs's memory provider, whose bytes live in this
+    process and are gone when it ends."""
 
     _instances = 0
 
-    def __init__(self, data_root: Path, sandbox_id: str, s3: S3Settings | None = None) -> None:
+    def __init__(
+        self, data_root: Path, sandbox_id: str, s3: S3Settings | None = None, memory: bool = False
+    ) -> None:
         self.data_root = data_root
         self.sandbox_id = sandbox_id
         self.s3 = s3
-        self.provider = ProviderType.FILESYSTEM if s3 is None else ProviderType.S3
+        self.provider = (
+            ProviderType.S3
+            if s3 is not None
+            else ProviderType.MEMORY
+            if memory
+            else ProviderType.FILESYSTEM
+        )
         self._store: ArtifactStore | None = None
         self._s3_conn: S3Connection | None = None
         # Copies and hashes that no backend does server-side go through here.
@@ -166,6 +176,8 @@ class Storage:
             # Persisted in the index: where the bytes are, never credentials
             # or the endpoint (those are the mount's, at attach time).
             config = {"bucket_name": self.s3.bucket, "prefix": self.s3.namespace_prefix(token)}
+        elif self.provider is ProviderType.MEMORY:
+            config = {}  # each namespace's provider instance is its own RAM
         else:
             config = {"root_path": str(self.data_root / "ns" / token)}
         info: ChukNamespaceInfo = await self.store.create_namespace(  # type: ignore[no-untyped-call]
