@@ -13,8 +13,8 @@ hosts) plugs in by keeping this contract:
   the outermost one commits. It yields nothing a caller uses. Reads may run
   outside a transaction and see committed state.
 * Durability. A committed group survives the daemon crashing. It survives the
-  host losing power only once `sync()` has returned (fsync, fdatasync and
-  flush call it); `sync()` covers every group committed before it.
+  host losing power only once `sync()` has returned (fsync, fsyncdir and
+  checkpoints call it); `sync()` covers every group committed before it.
 * Identity. Inode numbers and journal sequence numbers are never reused: the
   journal and the cache (`cache/<ino>.<gen>`) name inodes by number, and the
   journal is applied in `seq` order per namespace.
