@@ -19,7 +19,8 @@ import click
 
 from motionfs import __version__, control, daemon, fsck
 from motionfs.errors import SetupError
-from motionfs.meta.sqlite import Index
+from motionfs.meta import open_engine
+from motionfs.meta.engine import MetaEngine
 
 T = TypeVar("T")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -263,13 +264,13 @@ def _pending(index_path: Path) -> int:
 
 def _pending_report(index_path: Path) -> tuple[int, int, str | None]:
     nothing: tuple[int, int, str | None] = (0, 0, None)
-    return _read_index(index_path, Index.pending_report, nothing)
+    return _read_index(index_path, lambda idx: idx.pending_report(), nothing)
 
 
-def _read_index(index_path: Path, query: Callable[[Index], T], default: T) -> T:
+def _read_index(index_path: Path, query: Callable[[MetaEngine], T], default: T) -> T:
     """A query on a mounted drive's index, read-only; `default` if it cannot be read."""
     try:
-        idx = Index.open_readonly(index_path)
+        idx = open_engine(index_path, readonly=True)
     except Exception:
         return default
     try:
@@ -291,7 +292,9 @@ def status(as_json: bool) -> None:
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
         pending, pending_bytes, error = _pending_report(store / daemon.INDEX_FILE)
         none_failed: tuple[int, str | None] = (0, None)
-        failed, failure = _read_index(store / daemon.INDEX_FILE, Index.parked_report, none_failed)
+        failed, failure = _read_index(
+            store / daemon.INDEX_FILE, lambda idx: idx.parked_report(), none_failed
+        )
         rows.append(
             {
                 "mountpoint": rec.mountpoint,

@@ -25,7 +25,6 @@ import errno
 import json
 import logging
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,8 +50,9 @@ from motionfs.daemon import (
 from motionfs.data.journal import Op
 from motionfs.errors import FsError, SetupError, StoreUnavailable
 from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
+from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
 from motionfs.meta.records import Inode, NamespaceRecord
-from motionfs.meta.sqlite import CheckpointIndex, Index
+from motionfs.meta.sqlite import Index
 from motionfs.motion.models import NamespaceType, StorageScope
 from motionfs.store.names import BLOB_DATA_PATH
 
@@ -93,10 +93,10 @@ class Fsck:
     _incomplete: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.index = self.tree.index
+        self.index: MetaEngine = self.tree.index
         self.storage = self.tree.storage
         self.bridge = self.tree.bridge
-        self.records = CheckpointIndex(self.index)
+        self.records: CheckpointCatalog = self.index.checkpoint_catalog()
 
     # -- reporting ------------------------------------------------------------
 
@@ -640,17 +640,10 @@ def _unusable_index_aside(path: Path) -> Path | None:
     except (OSError, ValueError):
         mine = None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            row = db.execute("SELECT value FROM meta WHERE key='store_uuid'").fetchone()
-        except sqlite3.OperationalError:  # an empty database: no tables yet
-            row = None
-        finally:
-            db.close()
-        if mine is None or row is None or row[0] == mine:
+        recorded = Index.recorded_store_uuid(path)
+        if mine is None or recorded is None or recorded == mine:
             return None
-    except sqlite3.DatabaseError:
+    except IndexUnusable:
         pass
     for side in ("-wal", "-shm"):
         Path(str(path) + side).unlink(missing_ok=True)
@@ -670,7 +663,7 @@ def _cache_aside(cache: Path) -> None:
     log.warning("moved %d cached files to %s before rebuilding the index", len(files), dest)
 
 
-def _adopt_identity(index: Index, store: Path) -> None:
+def _adopt_identity(index: MetaEngine, store: Path) -> None:
     """A rebuilt index belongs to the store it was rebuilt from."""
     try:
         uuid = StoreIdentity.model_validate_json((store / IDENTITY_FILE).read_bytes()).uuid

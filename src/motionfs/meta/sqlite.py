@@ -1,12 +1,15 @@
-"""The metadata index: the durable authority for everything but file bytes.
+"""The SQLite metadata engine: one host's index, the durable authority for
+everything but file bytes.
 
 SQLite in WAL mode holds the namespace registry, inodes, directory entries,
-modes, owners, nanosecond times, symlink targets, link counts, xattrs and the
-journal of store operations still to be applied. Every metadata change and
-the store work it implies commit in one transaction, so a crash leaves either
-the old or the new state, and the journal replays what the store still lacks.
+modes, owners, nanosecond times, symlink targets, link counts, xattrs, the
+journal of store operations still to be applied (`sqlite_journal`) and the
+checkpoint records (`sqlite_checkpoints`). Every metadata change and the store
+work it implies commit in one transaction, so a crash leaves either the old or
+the new state, and the journal replays what the store still lacks.
 
-All access goes through this class so another engine can replace SQLite.
+`Index` and `CheckpointIndex` keep the contract of `motionfs.meta.engine`; this
+module holds the schema, its migrations, namespaces, inodes, links and xattrs.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from motionfs.errors import FsError
-from motionfs.meta.records import Checkpoint, CpEntry, Inode, JournalEntry, NamespaceRecord
+from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
+from motionfs.meta.records import Inode, NamespaceRecord
+from motionfs.meta.sqlite_checkpoints import CHECKPOINT_SCHEMA, CheckpointIndex
+from motionfs.meta.sqlite_journal import JOURNAL_SCHEMA, JournalTable
 
 log = logging.getLogger(__name__)
-
-
-class IndexUnusable(Exception):
-    """The index cannot be used by this version (a newer schema, not a database)."""
 
 
 SCHEMA_VERSION = 2
@@ -74,76 +75,9 @@ CREATE TABLE IF NOT EXISTS xattrs (
     value BLOB NOT NULL,
     PRIMARY KEY (ino, name)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ns_id TEXT NOT NULL,
-    op TEXT NOT NULL,              -- see journal.Op
-    ino INTEGER,
-    path TEXT,
-    path2 TEXT,
-    durable INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS journal_by_ns ON journal (ns_id, seq);
 CREATE TABLE IF NOT EXISTS motion_meta (  -- Project/Render/AssetMetadata JSON per namespace
     ns_id TEXT PRIMARY KEY,
     json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    cp_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ns_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT,
-    created_ns INTEGER NOT NULL,
-    file_count INTEGER NOT NULL DEFAULT 0,
-    logical_size INTEGER NOT NULL DEFAULT 0,
-    complete INTEGER NOT NULL DEFAULT 0,  -- 1 once every object it references is stored
-    UNIQUE (ns_id, name)
-);
-CREATE TABLE IF NOT EXISTS cp_entries (
-    eid INTEGER PRIMARY KEY AUTOINCREMENT,
-    cp_id INTEGER NOT NULL,
-    parent_eid INTEGER,            -- NULL for the checkpoint's root
-    name BLOB NOT NULL,
-    mode INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    gid INTEGER NOT NULL,
-    nlink INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    rdev INTEGER NOT NULL,
-    atime_ns INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL,
-    target BLOB,
-    sha256 TEXT
-);
-CREATE INDEX IF NOT EXISTS cp_entries_by_parent ON cp_entries (parent_eid, name);
-CREATE INDEX IF NOT EXISTS cp_entries_by_cp ON cp_entries (cp_id);
-CREATE INDEX IF NOT EXISTS cp_entries_by_sha ON cp_entries (sha256);
-CREATE TABLE IF NOT EXISTS cp_xattrs (
-    eid INTEGER NOT NULL,
-    name BLOB NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (eid, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS objects (    -- checkpoint content kept in a namespace
-    ns_id TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (ns_id, sha256)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS journal_by_ino ON journal (ino);
-CREATE TABLE IF NOT EXISTS parked (     -- store operations that failed for good
-    seq INTEGER PRIMARY KEY,       -- its journal seq
-    ns_id TEXT NOT NULL,
-    op TEXT NOT NULL,
-    ino INTEGER,
-    path TEXT,
-    path2 TEXT,
-    durable INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
 );
 """
 
@@ -196,7 +130,9 @@ class WalCheckpointer:
 INODE_CACHE_MAX = 200_000
 
 
-class Index:
+class Index(JournalTable):
+    """The SQLite MetaEngine (the journal's queries come from JournalTable)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._depth = 0
@@ -215,7 +151,7 @@ class Index:
         # thread of their own, never inside a file system request's commit.
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.execute("PRAGMA foreign_keys=OFF")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + JOURNAL_SCHEMA + CHECKPOINT_SCHEMA)
         self._migrate()
         self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
 
@@ -258,6 +194,24 @@ class Index:
         )
         return self
 
+    @staticmethod
+    def recorded_store_uuid(path: Path) -> str | None:
+        """The store uuid an index file records, read without changing the file
+        (None: none recorded, or no tables yet), so fsck can tell another
+        store's index; IndexUnusable when SQLite cannot read it (damaged)."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                row = db.execute("SELECT value FROM meta WHERE key='store_uuid'").fetchone()
+            except sqlite3.OperationalError:  # an empty database: no tables yet
+                row = None
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise IndexUnusable(f"index {path} cannot be read: {e}") from e
+        return None if row is None else str(row[0])
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
@@ -266,12 +220,12 @@ class Index:
         self.db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[None]:
         """A write transaction; nested use joins the outer one."""
         if self._depth:
             self._depth += 1
             try:
-                yield self.db
+                yield
             finally:
                 self._depth -= 1
             return
@@ -279,7 +233,7 @@ class Index:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
+                yield
                 self.db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -303,6 +257,10 @@ class Index:
         with self.transaction():
             self.set_meta("last_sync", "1")
         self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def checkpoint_catalog(self) -> CheckpointCatalog:
+        """The checkpoint records, in this database and its transactions."""
+        return CheckpointIndex(self)
 
     # -- meta -----------------------------------------------------------------
 
@@ -526,362 +484,11 @@ class Index:
         rows = self.db.execute("SELECT name FROM xattrs WHERE ino=? ORDER BY name", (ino,))
         return [bytes(r[0]) for r in rows]
 
-    # -- journal ------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        ns_id: str,
-        op: str,
-        ino: int | None = None,
-        path: str | None = None,
-        path2: str | None = None,
-        durable: bool = False,
-    ) -> int:
-        cur = self.db.execute(
-            "INSERT INTO journal(ns_id, op, ino, path, path2, durable) VALUES (?, ?, ?, ?, ?, ?)",
-            (ns_id, op, ino, path, path2, int(durable)),
-        )
-        self._touched.add(ns_id)
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def take_touched(self) -> set[str]:
-        """Namespaces that got journal entries since the last call."""
-        touched, self._touched = self._touched, set()
-        return touched
-
-    def next_ops(self, ns_id: str, limit: int) -> list[JournalEntry]:
-        """The namespace's first `limit` pending entries, in order."""
-        return self._entries("journal", "ns_id=? ORDER BY seq LIMIT ?", (ns_id, limit))
-
-    def _entries(self, table: str, where: str, args: tuple[object, ...] = ()) -> list[JournalEntry]:
-        rows = self.db.execute(
-            "SELECT seq, ns_id, op, ino, path, path2, durable, attempts, last_error "
-            f"FROM {table} WHERE {where}",
-            args,
-        ).fetchall()
-        names = JournalEntry.model_fields.keys()
-        return [JournalEntry.model_construct(**dict(zip(names, r, strict=True))) for r in rows]
-
-    def finish_op(self, seq: int) -> None:
-        self.db.execute("DELETE FROM journal WHERE seq=?", (seq,))
-
-    def fail_op(self, seq: int, error: str) -> None:
-        self.db.execute(
-            "UPDATE journal SET attempts=attempts+1, last_error=? WHERE seq=?", (error, seq)
-        )
-
-    def park_op(self, seq: int, error: str) -> None:
-        """Move an entry that can never succeed out of the queue (kept for status and fsck)."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO parked SELECT seq, ns_id, op, ino, path, path2, durable, "
-            "attempts + 1, ? FROM journal WHERE seq=?",
-            (error, seq),
-        )
-        self.db.execute("DELETE FROM journal WHERE seq=?", (seq,))
-
-    def parked_ops(self) -> list[JournalEntry]:
-        return self._entries("parked", "1 ORDER BY seq")
-
-    def failing_ops(self) -> list[JournalEntry]:
-        """Queued entries that have failed at least once (still being retried)."""
-        return self._entries("journal", "attempts > 0 ORDER BY seq")
-
-    def parked_put(self, ino: int) -> str | None:
-        """Why the latest upload of `ino` failed for good, if it did."""
-        row = self.db.execute(
-            "SELECT last_error FROM parked WHERE ino=? AND op='put' ORDER BY seq DESC LIMIT 1",
-            (ino,),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def parked_report(self) -> tuple[int, str | None]:
-        """(entries that failed for good, the latest reason) for status."""
-        count = self.db.execute("SELECT count(*) FROM parked").fetchone()[0]
-        row = self.db.execute("SELECT last_error FROM parked ORDER BY seq DESC LIMIT 1").fetchone()
-        return int(count), None if row is None else str(row[0])
-
-    def unpark_ops(self) -> int:
-        """Queue parked entries again (after their cause was fixed); how many."""
-        n = self.db.execute(
-            "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
-            "SELECT ns_id, op, ino, path, path2, durable FROM parked ORDER BY seq"
-        ).rowcount
-        self.db.execute("DELETE FROM parked")
-        return int(n)
-
-    def drop_ops(self, ns_id: str) -> None:
-        self.db.execute("DELETE FROM journal WHERE ns_id=?", (ns_id,))
-        self.db.execute("DELETE FROM parked WHERE ns_id=?", (ns_id,))
-
-    def pending_namespaces(self) -> list[str]:
-        # A skip scan over the (ns_id, seq) index: cost grows with the number of
-        # namespaces, not with the thousands of entries a burst can queue.
-        rows = self.db.execute(
-            "WITH RECURSIVE n(ns) AS (SELECT min(ns_id) FROM journal UNION ALL "
-            "SELECT (SELECT min(ns_id) FROM journal WHERE ns_id > n.ns) FROM n "
-            "WHERE n.ns IS NOT NULL) SELECT ns FROM n WHERE ns IS NOT NULL"
-        )
-        return [str(r[0]) for r in rows]
-
-    def pending_count(self, ns_id: str | None = None) -> int:
-        if ns_id is None:
-            row = self.db.execute("SELECT count(*) FROM journal").fetchone()
-        else:
-            row = self.db.execute("SELECT count(*) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
-        return int(row[0])
-
-    def backlog(self) -> int:
-        """About how many entries are pending (an upper bound, from two index probes)."""
-        row = self.db.execute("SELECT max(seq) - min(seq) + 1 FROM journal").fetchone()
-        return int(row[0] or 0)
-
-    def pending_report(self) -> tuple[int, int, str | None]:
-        """(entries, bytes of pending uploads, the latest failure) for status."""
-        count, size = self.db.execute(
-            "SELECT count(*), coalesce(sum(CASE WHEN j.op='put' THEN i.size END), 0) "
-            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino"
-        ).fetchone()
-        row = self.db.execute(
-            "SELECT last_error FROM journal WHERE last_error IS NOT NULL "
-            "ORDER BY attempts DESC, seq LIMIT 1"
-        ).fetchone()
-        return int(count), int(size), None if row is None else str(row[0])
-
-    def pending_for_paths(self, ns_id: str, ino: int, paths: list[str]) -> bool:
-        """Whether a pending entry of `ns_id` may change what the store holds at
-        `paths` (an upload of `ino`, or an entry on one of the paths or a parent)."""
-        if self.db.execute(
-            "SELECT 1 FROM journal WHERE ns_id=? AND (ino=? OR op='destroy') LIMIT 1",
-            (ns_id, ino),
-        ).fetchone():
-            return True
-        for p in paths:
-            row = self.db.execute(
-                "SELECT 1 FROM journal WHERE ns_id=? AND ("
-                "path=? OR substr(?, 1, length(path) + 1) = path || '/' OR "
-                "(op IN ('move', 'copy', 'keep') AND "
-                "(path2=? OR substr(?, 1, length(path2) + 1) = path2 || '/'))) LIMIT 1",
-                (ns_id, p, p, p, p),
-            ).fetchone()
-            if row:
-                return True
-        return False
-
-    def last_seq(self, ns_id: str) -> int | None:
-        row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=?", (ns_id,)).fetchone()
-        return None if row[0] is None else int(row[0])
-
-    def ino_has_pending(self, ino: int) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM journal WHERE ino=? LIMIT 1", (ino,)).fetchone()
-            is not None
-        )
-
-    def pending_puts(self, ino: int) -> list[tuple[int, str]]:
-        return [
-            (int(s), str(p))
-            for s, p in self.db.execute(
-                "SELECT seq, path FROM journal WHERE ino=? AND op='put' ORDER BY seq", (ino,)
-            )
-        ]
-
-    def drop_puts(self, ino: int) -> bool:
-        """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
-        self.db.execute("DELETE FROM parked WHERE ino=? AND op='put'", (ino,))
-        rows = self.db.execute(
-            "DELETE FROM journal WHERE ino=? AND op='put' RETURNING durable", (ino,)
-        ).fetchall()
-        return any(d for (d,) in rows)
+def _conforms(index: Index) -> MetaEngine:
+    """Never called: mypy proves here that Index keeps the MetaEngine contract
+    (checkpoint_catalog's return type proves it for CheckpointIndex)."""
+    return index
 
 
-CP_COLUMNS = "cp_id, ns_id, name, description, created_ns, file_count, logical_size, complete"
-ENTRY_COLUMNS = (
-    "eid, cp_id, parent_eid, name, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, "
-    "ctime_ns, target, sha256"
-)
-
-
-def _cp(row: sqlite3.Row | tuple[Any, ...]) -> Checkpoint:
-    return Checkpoint.model_construct(**dict(zip(Checkpoint.model_fields, row, strict=True)))
-
-
-def _entry(row: sqlite3.Row | tuple[Any, ...]) -> CpEntry:
-    fields: dict[str, Any] = dict(zip(CpEntry.model_fields, row, strict=True))
-    fields["name"] = bytes(fields["name"])
-    return CpEntry.model_construct(**fields)
-
-
-class CheckpointIndex:
-    """Checkpoint manifests and their content objects, in the same database."""
-
-    def __init__(self, index: Index) -> None:
-        self.db = index.db
-
-    def get(self, ns_id: str, name: str, complete_only: bool = True) -> Checkpoint | None:
-        """A checkpoint by name; one still being stored only with complete_only=False."""
-        row = self.db.execute(
-            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE ns_id=? AND name=? AND complete>=?",
-            (ns_id, name, int(complete_only)),
-        ).fetchone()
-        return None if row is None else _cp(row)
-
-    def by_id(self, cp_id: int) -> Checkpoint | None:
-        row = self.db.execute(
-            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE cp_id=?", (cp_id,)
-        ).fetchone()
-        return None if row is None else _cp(row)
-
-    def all(self, ns_id: str | None, complete_only: bool = True) -> list[Checkpoint]:
-        """A project's checkpoints (every project's with ns_id None), oldest first."""
-        rows = self.db.execute(
-            f"SELECT {CP_COLUMNS} FROM checkpoints WHERE coalesce(ns_id=?, 1) AND complete>=? "
-            "ORDER BY created_ns, cp_id",
-            (ns_id, int(complete_only)),
-        )
-        return [_cp(r) for r in rows]
-
-    def mark_complete(self, ns_id: str, name: str) -> None:
-        self.db.execute("UPDATE checkpoints SET complete=1 WHERE ns_id=? AND name=?", (ns_id, name))
-
-    def objects(self, ns_id: str | None = None) -> list[tuple[str, str, int]]:
-        """(namespace, sha256, size) of the checkpoint objects the index knows."""
-        rows = self.db.execute(
-            "SELECT ns_id, sha256, size FROM objects WHERE coalesce(ns_id=?, 1)", (ns_id,)
-        )
-        return [(str(n), str(h), int(z)) for n, h, z in rows]
-
-    def add(self, ns_id: str, name: str, description: str | None, created_ns: int) -> int:
-        cur = self.db.execute(
-            "INSERT INTO checkpoints(ns_id, name, description, created_ns) VALUES (?, ?, ?, ?)",
-            (ns_id, name, description, created_ns),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def set_totals(self, cp_id: int, file_count: int, logical_size: int) -> None:
-        self.db.execute(
-            "UPDATE checkpoints SET file_count=?, logical_size=? WHERE cp_id=?",
-            (file_count, logical_size, cp_id),
-        )
-
-    def add_entry(self, cp_id: int, parent_eid: int | None, name: bytes, inode: Inode) -> int:
-        cur = self.db.execute(
-            "INSERT INTO cp_entries(cp_id, parent_eid, name, mode, uid, gid, nlink, size, rdev, "
-            "atime_ns, mtime_ns, ctime_ns, target, sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cp_id,
-                parent_eid,
-                name,
-                inode.mode,
-                inode.uid,
-                inode.gid,
-                inode.nlink,
-                inode.size,
-                inode.rdev,
-                inode.atime_ns,
-                inode.mtime_ns,
-                inode.ctime_ns,
-                inode.target,
-                inode.sha256,
-            ),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def copy_xattrs(self, ino: int, eid: int) -> None:
-        self.db.execute(
-            "INSERT INTO cp_xattrs(eid, name, value) SELECT ?, name, value FROM xattrs WHERE ino=?",
-            (eid, ino),
-        )
-
-    def entry(self, eid: int) -> CpEntry | None:
-        row = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM cp_entries WHERE eid=?", (eid,)
-        ).fetchone()
-        return None if row is None else _entry(row)
-
-    def root(self, cp_id: int) -> CpEntry:
-        row = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM cp_entries WHERE cp_id=? AND parent_eid IS NULL",
-            (cp_id,),
-        ).fetchone()
-        assert row is not None
-        return _entry(row)
-
-    def child(self, parent_eid: int, name: bytes) -> CpEntry | None:
-        row = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM cp_entries WHERE parent_eid=? AND name=?",
-            (parent_eid, name),
-        ).fetchone()
-        return None if row is None else _entry(row)
-
-    def children(self, parent_eid: int) -> list[CpEntry]:
-        rows = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM cp_entries WHERE parent_eid=? ORDER BY name",
-            (parent_eid,),
-        )
-        return [_entry(r) for r in rows]
-
-    def xattrs(self, eid: int) -> dict[bytes, bytes]:
-        rows = self.db.execute("SELECT name, value FROM cp_xattrs WHERE eid=?", (eid,))
-        return {bytes(n): bytes(v) for n, v in rows}
-
-    def delete(self, cp_id: int) -> list[str]:
-        """Delete a checkpoint; return the content hashes no checkpoint uses any more."""
-        cp = self.by_id(cp_id)
-        assert cp is not None
-        shas = [
-            str(r[0])
-            for r in self.db.execute(
-                "SELECT DISTINCT sha256 FROM cp_entries WHERE cp_id=? AND sha256 IS NOT NULL",
-                (cp_id,),
-            )
-        ]
-        self.db.execute(
-            "DELETE FROM cp_xattrs WHERE eid IN (SELECT eid FROM cp_entries WHERE cp_id=?)",
-            (cp_id,),
-        )
-        self.db.execute("DELETE FROM cp_entries WHERE cp_id=?", (cp_id,))
-        self.db.execute("DELETE FROM checkpoints WHERE cp_id=?", (cp_id,))
-        unused = [s for s in shas if not self.sha_in_use(cp.ns_id, s)]
-        for sha in unused:
-            self.db.execute("DELETE FROM objects WHERE ns_id=? AND sha256=?", (cp.ns_id, sha))
-        return unused
-
-    def delete_namespace(self, ns_id: str) -> None:
-        for cp in self.all(ns_id, complete_only=False):
-            self.delete(cp.cp_id)
-        self.db.execute("DELETE FROM objects WHERE ns_id=?", (ns_id,))
-
-    def sha_in_use(self, ns_id: str, sha: str) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM cp_entries e JOIN checkpoints c ON c.cp_id=e.cp_id "
-            "WHERE e.sha256=? AND c.ns_id=? LIMIT 1",
-            (sha, ns_id),
-        ).fetchone()
-        return row is not None
-
-    def has_object(self, ns_id: str, sha: str) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM objects WHERE ns_id=? AND sha256=?", (ns_id, sha)
-        ).fetchone()
-        return row is not None
-
-    def add_object(self, ns_id: str, sha: str, size: int) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO objects(ns_id, sha256, size) VALUES (?, ?, ?)",
-            (ns_id, sha, size),
-        )
-
-    def exclusive_bytes(self, cp: Checkpoint) -> int:
-        """Bytes of content that only this checkpoint references."""
-        row = self.db.execute(
-            "SELECT coalesce(sum(o.size), 0) FROM objects o "
-            "WHERE o.ns_id=? AND o.sha256 IN (SELECT sha256 FROM cp_entries WHERE cp_id=?) "
-            "AND NOT EXISTS (SELECT 1 FROM cp_entries e JOIN checkpoints c ON c.cp_id=e.cp_id "
-            "WHERE e.sha256=o.sha256 AND c.ns_id=o.ns_id AND c.cp_id<>?)",
-            (cp.ns_id, cp.cp_id, cp.cp_id),
-        ).fetchone()
-        return int(row[0])
+__all__ = ["SCHEMA_VERSION", "CheckpointIndex", "Index", "IndexUnusable", "WalCheckpointer"]
