@@ -39,8 +39,9 @@ from motionfs.core.tree import Tree, TreeConfig
 from motionfs.data.cache import DataCache
 from motionfs.data.journal import Journal
 from motionfs.errors import FsError, SetupError, StoreUnavailable
+from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
-from motionfs.fuse.snapshots import Drive, SnapshotView
+from motionfs.fuse.snapshots import SnapshotView
 from motionfs.meta.sqlite import Index
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.storage import S3Settings, Storage

@@ -76,7 +76,7 @@ class Checkpoints:
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
         self.index = tree.index
-        self.records = CheckpointIndex(tree.index)
+        self.cp_index = CheckpointIndex(tree.index)
         # What the restore in progress changed, for the kernel's caches.
         self._changed: list[int] = []
         self._entries_changed: list[tuple[int, bytes]] = []
@@ -122,33 +122,33 @@ class Checkpoints:
     ) -> Checkpoint:
         name = check_name(raw_name)
         project, ns_id = self._project(project_ino)
-        if self.records.get(ns_id, name, complete_only=False) is not None:
+        if self.cp_index.get(ns_id, name, complete_only=False) is not None:
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         await self._stable(project, ns_id)
-        if self.records.get(ns_id, name, complete_only=False) is not None:  # made while we waited
+        if self.cp_index.get(ns_id, name, complete_only=False) is not None:  # made while we waited
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         # From here to the commit nothing awaits: the snapshot is consistent.
         t = now_ns()
         manifest: list[dict[str, object]] = []
         with self.tree.changing():
-            cp_id = self.records.add(ns_id, name, description, t)
-            root = self.records.add_entry(cp_id, None, b"", project)
-            self.records.copy_xattrs(project.ino, root)
+            cp_id = self.cp_index.add(ns_id, name, description, t)
+            root = self.cp_index.add_entry(cp_id, None, b"", project)
+            self.cp_index.copy_xattrs(project.ino, root)
             eids = {project.ino: root}
             files = size = 0
             for path, parent, entry_name, node in self._walk(project.ino):
                 sha = (node.sha256 or EMPTY_SHA) if node.is_reg else None
                 if node.is_reg:
                     node = node.model_copy(update={"sha256": sha})
-                eid = self.records.add_entry(cp_id, eids[parent], entry_name, node)
-                self.records.copy_xattrs(node.ino, eid)
+                eid = self.cp_index.add_entry(cp_id, eids[parent], entry_name, node)
+                self.cp_index.copy_xattrs(node.ino, eid)
                 if node.is_dir:
                     eids[node.ino] = eid
                 if node.is_reg and sha is not None:
                     files += 1
                     size += node.size
-                    if node.size and not self.records.has_object(ns_id, sha):
-                        self.records.add_object(ns_id, sha, node.size)
+                    if node.size and not self.cp_index.has_object(ns_id, sha):
+                        self.cp_index.add_object(ns_id, sha, node.size)
                         self.index.enqueue(
                             ns_id,
                             Op.KEEP.value,
@@ -156,7 +156,7 @@ class Checkpoints:
                             path2=object_path(sha),
                         )
                 manifest.append(_manifest_row(path, node))
-            self.records.set_totals(cp_id, files, size)
+            self.cp_index.set_totals(cp_id, files, size)
             self.index.enqueue(
                 ns_id,
                 Op.WRITE.value,
@@ -169,7 +169,7 @@ class Checkpoints:
             self.index.enqueue(ns_id, Op.READY.value, path=name)
         await self.tree.wait_stored(ns_id)
         self.index.sync()
-        cp = self.records.by_id(cp_id)
+        cp = self.cp_index.by_id(cp_id)
         assert cp is not None
         if not cp.complete:
             raise FsError(errno.EIO, f"checkpoint {name} could not be stored (see motionfs fsck)")
@@ -179,11 +179,11 @@ class Checkpoints:
     def delete(self, project_ino: int, raw_name: bytes) -> None:
         _project, ns_id = self._project(project_ino)
         # An incomplete checkpoint (its objects failed for good) can be deleted too.
-        cp = self.records.get(ns_id, raw_name.decode("utf-8", "replace"), complete_only=False)
+        cp = self.cp_index.get(ns_id, raw_name.decode("utf-8", "replace"), complete_only=False)
         if cp is None:
             raise FsError(errno.ENOENT, f"no checkpoint {raw_name!r}")
         with self.tree.changing():
-            for sha in self.records.delete(cp.cp_id):
+            for sha in self.cp_index.delete(cp.cp_id):
                 self.index.enqueue(ns_id, Op.REMOVE.value, path=object_path(sha))
             self.index.enqueue(ns_id, Op.REMOVE.value, path=manifest_path(cp.name))
         log.info("deleted checkpoint %s of %s", cp.name, ns_id)
@@ -197,14 +197,14 @@ class Checkpoints:
                 description=cp.description,
                 file_count=cp.file_count,
                 logical_size=cp.logical_size,
-                exclusive_bytes=self.records.exclusive_bytes(cp),
+                exclusive_bytes=self.cp_index.exclusive_bytes(cp),
             )
-            for cp in self.records.all(ns_id)
+            for cp in self.cp_index.all(ns_id)
         ]
 
     def get(self, project_ino: int, name: str) -> Checkpoint:
         _project, ns_id = self._project(project_ino)
-        cp = self.records.get(ns_id, name)
+        cp = self.cp_index.get(ns_id, name)
         if cp is None:
             raise FsError(errno.ENOENT, f"no checkpoint named {name}")
         return cp
@@ -215,9 +215,9 @@ class Checkpoints:
         out: dict[bytes, tuple[CpEntry, Signature]] = {}
 
         def walk(eid: int, prefix: bytes) -> None:
-            for e in self.records.children(eid):
+            for e in self.cp_index.children(eid):
                 path = prefix + e.name
-                xattrs = tuple(sorted(self.records.xattrs(e.eid).items()))
+                xattrs = tuple(sorted(self.cp_index.xattrs(e.eid).items()))
                 out[path] = (
                     e,
                     (e.mode, e.uid, e.gid, e.size, e.sha256 or e.target, e.mtime_ns, xattrs),
@@ -225,7 +225,7 @@ class Checkpoints:
                 if stat.S_ISDIR(e.mode):
                     walk(e.eid, path + b"/")
 
-        walk(self.records.root(cp.cp_id).eid, b"")
+        walk(self.cp_index.root(cp.cp_id).eid, b"")
         return out
 
     def _live_tree(self, project: Inode) -> dict[bytes, Signature]:
@@ -280,7 +280,7 @@ class Checkpoints:
         self._changed, self._entries_changed, self._removed, self._reopen = [], [], [], []
         t = now_ns()
         with self.tree.changing():
-            self._restore_dir(project, ns_id, self.records.root(cp.cp_id), project.ino, t)
+            self._restore_dir(project, ns_id, self.cp_index.root(cp.cp_id), project.ino, t)
         self.tree.content_replaced(
             self._reopen, self._changed, self._entries_changed, self._removed
         )
@@ -293,7 +293,7 @@ class Checkpoints:
         """Make directory `ino` match checkpoint entry `entry`, recursively (one transaction)."""
         tree = self.tree
         self._apply_attrs(ino, entry)
-        wanted = {e.name: e for e in self.records.children(entry.eid)}
+        wanted = {e.name: e for e in self.cp_index.children(entry.eid)}
         for name, node in self.index.listing(ino):
             e = wanted.get(name)
             if e is None or stat.S_IFMT(e.mode) != stat.S_IFMT(node.mode):
@@ -360,7 +360,7 @@ class Checkpoints:
             mtime_ns=e.mtime_ns,
             ctime_ns=now_ns(),
         )
-        wanted = self.records.xattrs(e.eid)
+        wanted = self.cp_index.xattrs(e.eid)
         for name in self.index.list_xattrs(ino):
             if name not in wanted:
                 self.index.remove_xattr(ino, name)

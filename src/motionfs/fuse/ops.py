@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.fuse.snapshots import Drive
+from motionfs.fuse.drive import Drive
 from motionfs.meta.records import Inode
 
 log = logging.getLogger(__name__)

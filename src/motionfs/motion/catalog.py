@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from motionfs.core.tree import now_ns
 from motionfs.errors import FsError
-from motionfs.fuse.snapshots import Drive
+from motionfs.fuse.drive import Drive
 from motionfs.layout import Area, Role
 from motionfs.meta.records import Checkpoint, Inode, NamespaceRecord
 from motionfs.motion.models import (
@@ -118,7 +118,7 @@ class Catalog:
         metadata = self.drive.motion.load(node)
         assert isinstance(metadata, ProjectMetadata)
         checkpoints = [
-            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)
+            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cp_index.all(ns_id)
         ]
         return ProjectInfo(
             namespace_info=self.namespace_info(record), metadata=metadata, checkpoints=checkpoints
@@ -280,7 +280,7 @@ class Catalog:
 
     def list_checkpoints(self, ns_id: str) -> list[CheckpointInfo]:
         self._project_ino(ns_id)
-        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)]
+        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cp_index.all(ns_id)]
 
     async def restore_checkpoint(self, ns_id: str, checkpoint_id: str) -> None:
         await self.drive.checkpoints.restore(self._project_ino(ns_id), checkpoint_id)
