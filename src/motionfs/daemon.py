@@ -434,7 +434,7 @@ class Daemon:
             if signals:
                 nursery.start_soon(self._stop_on_signal)
             await main()
-            await self.tree.flush_all()
+            await self.tree.content.flush_all()
             lazy = self.opts.store / LAZY_FLAG
             if lazy.exists() or self.stopping:
                 lazy.unlink(missing_ok=True)
@@ -505,7 +505,7 @@ class Daemon:
         while True:
             await trio.sleep(EVICT_INTERVAL)
             usage = await trio.to_thread.run_sync(self.cache.usage)
-            self.tree.evict(usage)
+            self.tree.content.evict(usage)
 
     def close(self, mounted: bool = True) -> None:
         if mounted:

@@ -75,6 +75,7 @@ Signature = tuple[int, int, int, int, str | bytes | None, int, tuple[tuple[bytes
 class Checkpoints:
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
+        self.content = tree.content
         self.index = tree.index
         self.cp_index = CheckpointIndex(tree.index)
         # What the restore in progress changed, for the kernel's caches.
@@ -102,11 +103,11 @@ class Checkpoints:
     async def _stable(self, project: Inode, ns_id: str) -> None:
         """Seal open files and wait until every file's content is in the store."""
         for _ in range(STABLE_TRIES):
-            await self.tree.seal_namespace(ns_id)
-            await self.tree.wait_stored(ns_id)
+            await self.content.seal_namespace(ns_id)
+            await self.content.wait_stored(ns_id)
             for _p, _pi, _n, node in list(self._walk(project.ino)):
                 if node.is_reg and node.content_gen == node.stored_gen:
-                    await self.tree.ensure_sha256(node)
+                    await self.content.ensure_sha256(node)
             if all(
                 node.content_gen == node.stored_gen and (node.sha256 or node.content_gen == 0)
                 for _p, _pi, _n, node in self._walk(project.ino)
@@ -167,7 +168,7 @@ class Checkpoints:
             )
             # Visible only once every object before it is stored, crash or not.
             self.index.enqueue(ns_id, Op.READY.value, path=name)
-        await self.tree.wait_stored(ns_id)
+        await self.content.wait_stored(ns_id)
         self.index.sync()
         cp = self.cp_index.by_id(cp_id)
         assert cp is not None
@@ -231,7 +232,7 @@ class Checkpoints:
     def _live_tree(self, project: Inode) -> dict[bytes, Signature]:
         out: dict[bytes, Signature] = {}
         for path, _parent, _name, node in self._walk(project.ino):
-            node = self.tree.overlay(node)
+            node = self.content.overlay(node)
             xattrs = tuple(
                 sorted(
                     (n, self.index.get_xattr(node.ino, n) or b"")
@@ -247,7 +248,7 @@ class Checkpoints:
         old = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, a)).items()}
         if b is None:
             for _p, _pi, _n, node in list(self._walk(project.ino)):
-                await self.tree.ensure_sha256(node)  # compare content, not "not hashed yet"
+                await self.content.ensure_sha256(node)  # compare content, not "not hashed yet"
             new = self._live_tree(project)
         else:
             new = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, b)).items()}
@@ -272,11 +273,11 @@ class Checkpoints:
         target = self._cp_tree(cp)
         # Open files that lose their last link stay readable: cache them first.
         for path, _parent, _name, node in list(self._walk(project.ino)):
-            if node.is_reg and node.ino in self.tree.open_files:
+            if node.is_reg and self.content.is_open(node.ino):
                 entry = target.get(path)
                 if entry is None or entry[0].sha256 != node.sha256:
-                    await self.tree.ensure_cached(node)
-        await self.tree.seal_namespace(ns_id)
+                    await self.content.ensure_cached(node)
+        await self.content.seal_namespace(ns_id)
         self._changed, self._entries_changed, self._removed, self._reopen = [], [], [], []
         t = now_ns()
         with self.tree.changing():
@@ -284,7 +285,7 @@ class Checkpoints:
         self.tree.content_replaced(
             self._reopen, self._changed, self._entries_changed, self._removed
         )
-        await self.tree.wait_stored(ns_id)
+        await self.content.wait_stored(ns_id)
         self.index.sync()
         log.info("restored %s to checkpoint %s (safety checkpoint %s)", ns_id, name, auto)
         return auto

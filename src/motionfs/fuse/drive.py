@@ -39,6 +39,7 @@ class Drive:
 
     def __init__(self, tree: Tree, view: SnapshotView, motion: MotionMetadata) -> None:
         self.tree = tree
+        self.content = tree.content  # open files: handles go straight to the data layer
         self.view = view
         self.checkpoints = view.checkpoints
         self.motion = motion
@@ -48,7 +49,7 @@ class Drive:
         self.tree.journal.last_request = trio.current_time()
 
     def statfs_path(self) -> Path:
-        return self.tree.statfs_path()
+        return self.content.statfs_path()
 
     def _is_snapdir_name(self, parent: int, name: bytes) -> bool:
         if name != SNAPDIR or is_virtual(parent):
@@ -131,24 +132,24 @@ class Drive:
     async def read(self, fh: int, off: int, size: int) -> bytes:
         if self.view.owns_handle(fh):
             return self.view.read(fh, off, size)
-        return await self.tree.read(fh, off, size)
+        return await self.content.read(fh, off, size)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self.tree.write(fh, off, buf)  # snapshot handles are never writable
+        return await self.content.write(fh, off, buf)  # snapshot handles are never writable
 
     async def flush(self, fh: int) -> None:
         if not self.view.owns_handle(fh):
-            await self.tree.flush(fh)
+            await self.content.flush(fh)
 
     async def release(self, fh: int) -> None:
         if self.view.owns_handle(fh):
             self.view.release(fh)
         else:
-            await self.tree.release(fh)
+            await self.content.release(fh)
 
     async def fsync(self, fh: int) -> None:
         if not self.view.owns_handle(fh):
-            await self.tree.fsync(fh)
+            await self.content.fsync(fh)
 
     async def fsyncdir(self, ino: int) -> None:
         if not is_virtual(ino):

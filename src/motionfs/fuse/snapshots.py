@@ -230,7 +230,7 @@ class SnapshotView:
         if e.size and e.sha256:
             path = await self._fetch(e)
             fd = os.open(path, os.O_RDONLY)
-        fh = self.tree.allocate_fh()
+        fh = self.tree.content.allocate_fh()
         self.handles[fh] = SnapHandle(fd, e.size)
         return fh
 
@@ -243,7 +243,7 @@ class SnapshotView:
             return path
         cp = self.checkpoints.cp_index.by_id(e.cp_id)
         assert cp is not None
-        await self.tree.wait_stored(cp.ns_id)
+        await self.tree.content.wait_stored(cp.ns_id)
         part = path.with_name(path.name + ".part")
         try:
             found = await self.tree.bridge.call(

@@ -172,7 +172,7 @@ class Catalog:
         finally:
             await self.drive.release(fh)
         self.tree.notify_entry(folder.ino, name.encode())
-        return await self.tree.ensure_sha256(self.tree.stat(node.ino))
+        return await self.tree.content.ensure_sha256(self.tree.stat(node.ino))
 
     def _render_folder(self, project_ns: str, scope: StorageScope) -> Inode:
         _parent, name, _node = self._node(project_ns)
@@ -259,7 +259,7 @@ class Catalog:
         _parent, _name, node = self._node(ns_id)
         if not node.is_reg:
             raise FsError(errno.EINVAL, f"{ns_id} is not a render or an asset")
-        await self.tree.ensure_cached(node)
+        await self.tree.content.ensure_cached(node)
         shutil.copyfile(self.tree.cache.source(node.ino, node.content_gen), dest)
 
     # -- checkpoints ----------------------------------------------------------------------

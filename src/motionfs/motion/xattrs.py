@@ -192,7 +192,7 @@ class MotionMetadata:
         current = self.index.get(ino)
         if current is None or current.content_gen != inode.content_gen:
             return  # changed meanwhile: a newer description follows
-        current = await self.tree.ensure_sha256(current)
+        current = await self.tree.content.ensure_sha256(current)
         if current.content_gen != inode.content_gen:
             return
         old = self.load(current)
