@@ -153,7 +153,7 @@ class Checkpoints:
                         self.index.enqueue(
                             ns_id,
                             Op.KEEP.value,
-                            path=self.tree.entry_store_path(parent, entry_name),
+                            path=self.tree.paths.entry_store_path(parent, entry_name),
                             path2=object_path(sha),
                         )
                 manifest.append(_manifest_row(path, node))
@@ -324,7 +324,9 @@ class Checkpoints:
                 if node.is_dir:
                     parent = tree.node(ino)
                     self.index.update(ino, nlink=parent.nlink + 1)
-                    self.index.enqueue(ns_id, Op.MKDIR.value, path=tree.entry_store_path(ino, name))
+                    self.index.enqueue(
+                        ns_id, Op.MKDIR.value, path=tree.paths.entry_store_path(ino, name)
+                    )
             else:
                 node = tree.node(existing_ino)
             if stat.S_ISDIR(e.mode):
@@ -340,7 +342,7 @@ class Checkpoints:
                     node.ino, content_gen=gen, stored_gen=gen, sha256=e.sha256, size=e.size
                 )
                 self._reopen.append(node.ino)
-                path = tree.entry_store_path(ino, name)
+                path = tree.paths.entry_store_path(ino, name)
                 if e.size:
                     self.index.enqueue(
                         ns_id, Op.COPY.value, path=object_path(e.sha256 or ""), path2=path

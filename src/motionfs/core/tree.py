@@ -2,9 +2,11 @@
 
 It decides what each inode is (the root, a scope folder, an area such as
 `projects/`, a project, or a node inside a project, `renders/` or `assets/`),
-keeps POSIX metadata in the index, keeps file bytes in the data cache, and
-journals what the store must do. It knows nothing of FUSE: the operations
-layer translates requests into these calls and FsError into errno.
+keeps names and POSIX metadata in the index and journals what the store must
+do. File bytes are the content layer's (data/content.py), store and drive
+paths are core/paths.py's and the placement rules core/rules.py's. It knows
+nothing of FUSE: the operations layer translates requests into these calls
+and FsError into errno.
 """
 
 from __future__ import annotations
@@ -18,9 +20,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from motionfs.bridge import AsyncioBridge
+from motionfs.core.paths import Paths, in_project, is_blob_file
+from motionfs.core.rules import (
+    NAME_MAX,
+    Ctx,
+    check_name,
+    domain,
+    new_node_domain,
+    owner,
+    refuse_into_itself,
+    refuse_layout,
+    refuse_layout_change,
+    scope_of,
+)
 from motionfs.data.cache import DataCache
 from motionfs.data.content import Content
 from motionfs.data.journal import Journal, Op
@@ -30,29 +44,12 @@ from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area
 from motionfs.meta.records import Inode
 from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, ProjectMetadata, StorageScope, utcnow
-from motionfs.store.storage import (
-    BLOB_DATA_PATH,
-    MOTION_METADATA_PATH,
-    Storage,
-    store_name,
-    store_path,
-)
+from motionfs.store.storage import BLOB_DATA_PATH, MOTION_METADATA_PATH, Storage
 
 log = logging.getLogger(__name__)
 
-NAME_MAX = 255
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
-S3_KEY_MAX = 1024  # bytes in an S3 object key
-
-
-class Ctx(Protocol):
-    @property
-    def uid(self) -> int: ...
-    @property
-    def gid(self) -> int: ...
-    @property
-    def umask(self) -> int: ...
 
 
 @dataclass
@@ -67,20 +64,9 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def _scope_of(inode: Inode) -> StorageScope:
-    if inode.scope is None:
-        raise FsError(errno.EPERM, "outside every scope")
-    return StorageScope(inode.scope)
-
-
-def _check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise FsError(errno.ENAMETOOLONG, f"name longer than {NAME_MAX} bytes")
-    if name in (b".", b"..") or b"/" in name or b"\0" in name or not name:
-        raise FsError(errno.EINVAL, f"invalid name {name!r}")
-
-
 class Tree:
+    """Names and POSIX metadata of the drive; file content through `content`."""
+
     def __init__(
         self,
         index: Index,
@@ -97,8 +83,7 @@ class Tree:
         self.cache = cache
         self.config = config
         self.lookups: dict[int, int] = {}
-        self._dir_paths: dict[int, str] = {}
-        self._dir_paths_at = 0
+        self.paths = Paths(index, storage)
         space = SpaceGuard(index.path.parent)
         index.on_full = space.release
         # File bytes: open files, work generations, fetches, eviction.
@@ -209,110 +194,14 @@ class Tree:
         """The inode as its writers see it (an open file's unsealed size and times)."""
         return self.content.overlay(self.node(ino))
 
-    def _names_from_project(self, ino: int) -> list[bytes]:
-        """The names leading from a node's project root down to the node."""
-        names: list[bytes] = []
-        cur = ino
-        while True:
-            inode = self.node(cur)
-            if inode.role == Role.PROJECT.value:
-                names.reverse()
-                return names
-            links = self.index.parents(cur)
-            if not links:
-                raise FsError(errno.ENOENT, f"inode {ino} is not linked")
-            parent, name = links[0]
-            names.append(name)
-            cur = parent
-
-    def _in_project(self, inode: Inode) -> bool:
-        return inode.role == Role.NODE.value and inode.area == Area.PROJECTS.value
-
-    def entry_store_path(self, parent: int, name: bytes) -> str:
-        prefix = self._dir_store_path(parent)
-        return prefix + "/" + store_name(name, at_root=not prefix)
-
-    def _new_store_path(self, parent: int, name: bytes, subtree: Inode | None = None) -> str:
-        """The store path of a name about to exist; ENAMETOOLONG where an S3 key
-        for it (or for anything in the `subtree` moving there) would pass S3's
-        1,024-byte limit, so every path the mount takes can be stored."""
-        path = self.entry_store_path(parent, name)
-        if self.storage.s3 is not None:
-            room = S3_KEY_MAX - len(self.storage.s3.namespace_prefix("0" * 16).encode())
-            deepest = len(path.encode()) + (self._deepest(subtree.ino) if subtree else 0)
-            if deepest > room:
-                raise FsError(errno.ENAMETOOLONG, f"S3 keys are limited to {S3_KEY_MAX} bytes")
-        return path
-
-    def _deepest(self, ino: int) -> int:
-        """Bytes the longest store path below directory `ino` adds to its own."""
-        longest = 0
-        for name, node in self.index.listing(ino):
-            extra = 1 + len(store_name(name).encode())
-            longest = max(longest, extra + (self._deepest(node.ino) if node.is_dir else 0))
-        return longest
-
-    def _dir_store_path(self, ino: int) -> str:
-        """A directory's store path ("" for the project itself), remembered until
-        some directory moves or goes away."""
-        if self._dir_paths_at != self.index.dir_moves:
-            self._dir_paths.clear()
-            self._dir_paths_at = self.index.dir_moves
-        path = self._dir_paths.get(ino)
-        if path is None:
-            names = self._names_from_project(ino)
-            path = self._dir_paths[ino] = store_path(names) if names else ""
-        return path
-
     def store_paths(self, inode: Inode) -> list[str]:
-        """Where the store keeps a file's bytes: each hard link's path, or the blob."""
-        if not self._in_project(inode):
-            return [BLOB_DATA_PATH]
-        return [self.entry_store_path(p, n) for p, n in self.index.parents(inode.ino)]
-
-    def is_blob_file(self, inode: Inode) -> bool:
-        return (
-            inode.role == Role.NODE.value
-            and inode.area != Area.PROJECTS.value
-            and (inode.ns_id is not None)
-        )
-
-    def drive_path_of_namespace(self, ns_id: str) -> str:
-        """Where the drive shows a namespace (its project folder or file)."""
-        links = self.index.links_of_namespace(ns_id)
-        return self.drive_path(links[0][2].ino) if links else f"(namespace {ns_id})"
+        return self.paths.store_paths(inode)
 
     def drive_path(self, ino: int) -> str:
-        """Where a node is in the drive, for messages and reports."""
-        names = self._names_from_root(ino)
-        if names is None:
-            return f"(unlinked inode {ino})"
-        return "/" + b"/".join(names).decode("utf-8", "backslashreplace")
+        return self.paths.drive_path(ino)
 
-    def _names_from_root(self, ino: int) -> list[bytes] | None:
-        """The names leading from the drive's root to a node (its first link);
-        None if it is not linked."""
-        names: list[bytes] = []
-        cur = ino
-        while cur != ROOT_INO:
-            links = self.index.parents(cur)
-            if not links:
-                return None
-            cur, name = links[0]
-            names.append(name)
-        names.reverse()
-        return names
-
-    def _domain(self, inode: Inode) -> tuple[str | None, ...]:
-        """Renames and links never leave a domain (else EXDEV)."""
-        if self._in_project(inode):
-            return ("ns", inode.ns_id)
-        return ("area", inode.area, inode.scope)
-
-    def _new_node_domain(self, parent: Inode) -> tuple[str | None, ...]:
-        if parent.role == Role.PROJECT.value or self._in_project(parent):
-            return ("ns", parent.ns_id)
-        return ("area", parent.area, parent.scope)
+    def drive_path_of_namespace(self, ns_id: str) -> str:
+        return self.paths.drive_path_of_namespace(ns_id)
 
     @contextmanager
     def changing(self) -> Iterator[None]:
@@ -327,19 +216,6 @@ class Tree:
             self.index.update(ino, mtime_ns=t, ctime_ns=t, nlink=node.nlink + nlink_delta)
         else:
             self.index.update(ino, mtime_ns=t, ctime_ns=t)
-
-    def _owner(self, parent: Inode, ctx: Ctx, mode: int) -> tuple[int, int, int]:
-        """uid, gid, mode for a new node (setgid directories pass their group on)."""
-        gid = ctx.gid
-        if parent.mode & stat.S_ISGID:
-            gid = parent.gid
-            if stat.S_ISDIR(mode):
-                mode |= stat.S_ISGID
-        return ctx.uid, gid, mode & ~ctx.umask if not stat.S_ISLNK(mode) else mode
-
-    def _refuse_layout(self, parent: Inode, what: str) -> None:
-        if parent.role in (Role.ROOT.value, Role.SCOPE.value):
-            raise FsError(errno.EPERM, f"{what}: the top-level layout is fixed")
 
     # -- lookup and attributes ---------------------------------------------------
 
@@ -400,7 +276,7 @@ class Tree:
                 raise FsError(errno.EISDIR if inode.is_dir else errno.EINVAL, "truncate")
             await self.content.truncate(inode, size, t)
         if mode is not None:
-            self._refuse_layout_change(inode)
+            refuse_layout_change(inode)
             changes["mode"] = stat.S_IFMT(inode.mode) | (mode & 0o7777)
         if uid is not None and uid != inode.uid:
             changes["uid"] = uid
@@ -417,10 +293,6 @@ class Tree:
             self.content.note_times(ino, t, mtime_ns)
         return self.stat(ino)
 
-    def _refuse_layout_change(self, inode: Inode) -> None:
-        if inode.role in (Role.ROOT.value, Role.SCOPE.value, Role.AREA.value):
-            raise FsError(errno.EPERM, "the layout folders' modes are fixed")
-
     def readlink(self, ino: int) -> bytes:
         inode = self.node(ino)
         if not inode.is_symlink or inode.target is None:
@@ -430,19 +302,19 @@ class Tree:
     # -- creating -------------------------------------------------------------------
 
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Inode:
-        _check_name(name)
+        check_name(name)
         p = self.node(parent)
         if not p.is_dir:
             raise FsError(errno.ENOTDIR)
-        self._refuse_layout(p, "mkdir")
+        refuse_layout(p, "mkdir")
         if self.index.lookup(parent, name) is not None:
             raise FsError(errno.EEXIST)
-        uid, gid, mode = self._owner(p, ctx, stat.S_IFDIR | (mode & 0o7777))
+        uid, gid, mode = owner(p, ctx, stat.S_IFDIR | (mode & 0o7777))
         t = now_ns()
         if p.role == Role.AREA.value and p.area == Area.PROJECTS.value:
             inode = await self._create_project(p, name, mode & 0o7777, uid, gid, t)
         else:
-            ns_id = p.ns_id if (p.role == Role.PROJECT.value or self._in_project(p)) else None
+            ns_id = p.ns_id if (p.role == Role.PROJECT.value or in_project(p)) else None
             area = p.area
             with self.changing():
                 inode = self.new_dir(
@@ -459,7 +331,7 @@ class Tree:
                 )
                 if ns_id is not None:
                     self.index.enqueue(
-                        ns_id, Op.MKDIR.value, path=self._new_store_path(parent, name)
+                        ns_id, Op.MKDIR.value, path=self.paths.new_store_path(parent, name)
                     )
         self.remember(inode.ino)
         return inode
@@ -471,7 +343,7 @@ class Tree:
             project_name = name.decode("utf-8")
         except UnicodeDecodeError as e:
             raise FsError(errno.EINVAL, "project names must be UTF-8") from e
-        scope = _scope_of(area)
+        scope = scope_of(area)
         record = await self.bridge.call(
             self.storage.create_namespace,
             NamespaceType.WORKSPACE,
@@ -527,7 +399,7 @@ class Tree:
         (inside the caller's transaction). A later rename of a parent folder
         does not rewrite it: fsck then puts the namespace where it was."""
         record = self.index.namespace(ns_id)
-        names = self._names_from_root(ino)
+        names = self.paths.names_from_root(ino)
         if record is None or names is None:
             return
         path = [n.decode("utf-8", "surrogateescape") for n in names]
@@ -554,10 +426,10 @@ class Tree:
         target: bytes | None = None,
     ) -> Inode:
         """Create a non-directory node (file, symlink, fifo...) in directory p."""
-        _check_name(name)
+        check_name(name)
         if not p.is_dir:
             raise FsError(errno.ENOTDIR)
-        self._refuse_layout(p, "create")
+        refuse_layout(p, "create")
         if p.role == Role.AREA.value and p.area != Area.ASSETS.value:
             raise FsError(
                 errno.EPERM,
@@ -567,21 +439,21 @@ class Tree:
             )
         if self.index.lookup(p.ino, name) is not None:
             raise FsError(errno.EEXIST)
-        uid, gid, mode = self._owner(p, ctx, mode)
+        uid, gid, mode = owner(p, ctx, mode)
         t = now_ns()
-        in_project = p.role == Role.PROJECT.value or self._in_project(p)
-        ns_id = p.ns_id if in_project else None
+        inside = p.role == Role.PROJECT.value or in_project(p)
+        ns_id = p.ns_id if inside else None
         record = None
-        if not in_project and stat.S_ISREG(mode):
+        if not inside and stat.S_ISREG(mode):
             record = await self.bridge.call(
                 self.storage.create_namespace,
                 NamespaceType.BLOB,
                 name.decode("utf-8", "replace"),
-                _scope_of(p),
+                scope_of(p),
                 self.config.user,
             )
             ns_id = record.ns_id
-        elif not in_project and not stat.S_ISLNK(mode):
+        elif not inside and not stat.S_ISLNK(mode):
             raise FsError(errno.EPERM, "only files and symlinks belong in renders/ and assets/")
         if record is not None and self.index.lookup(p.ino, name) is not None:
             # lost a race while awaiting the new namespace
@@ -610,7 +482,7 @@ class Tree:
             self._touch_dir(p.ino, t)
             if stat.S_ISREG(mode) and ns_id is not None:
                 # An empty file exists in the store too, until content replaces it.
-                path = self._new_store_path(p.ino, name) if in_project else BLOB_DATA_PATH
+                path = self.paths.new_store_path(p.ino, name) if inside else BLOB_DATA_PATH
                 self.index.enqueue(ns_id, Op.PUT.value, ino=inode.ino, path=path)
             if record is not None:
                 self.journal_place(record.ns_id, inode.ino)
@@ -636,32 +508,32 @@ class Tree:
         return self.content.open_handle(inode, flags), inode
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Inode:
-        _check_name(new_name)
+        check_name(new_name)
         inode = self.node(ino)
         p = self.node(new_parent)
         if inode.is_dir:
             raise FsError(errno.EPERM, "hard links to directories")
-        self._refuse_layout(p, "link")
-        if self._domain(inode) != self._new_node_domain(p) or (
+        refuse_layout(p, "link")
+        if domain(inode) != new_node_domain(p) or (
             p.role == Role.AREA.value and p.area != Area.ASSETS.value
         ):
             raise FsError(errno.EXDEV, "hard links stay within one project or area")
         if self.index.lookup(new_parent, new_name) is not None:
             raise FsError(errno.EEXIST)
-        if inode.is_reg and self._in_project(inode):
+        if inode.is_reg and in_project(inode):
             await self.content.ensure_cached(inode)
         t = now_ns()
         with self.changing():
             self.index.link(new_parent, new_name, ino)
             self.index.update(ino, nlink=inode.nlink + 1, ctime_ns=t)
             self._touch_dir(new_parent, t)
-            if inode.is_reg and self._in_project(inode):
+            if inode.is_reg and in_project(inode):
                 assert inode.ns_id is not None
                 self.index.enqueue(
                     inode.ns_id,
                     Op.PUT.value,
                     ino=ino,
-                    path=self._new_store_path(new_parent, new_name),
+                    path=self.paths.new_store_path(new_parent, new_name),
                 )
         self.remember(ino)
         return self.stat(ino)
@@ -688,16 +560,16 @@ class Tree:
 
     def _drop_link(self, parent: int, name: bytes, victim: Inode, t: int) -> None:
         """Remove one link (in the current transaction) and what the store holds for it."""
-        store = self._in_project(victim) and not victim.is_symlink and victim.is_reg
+        store = in_project(victim) and not victim.is_symlink and victim.is_reg
         if store:
             assert victim.ns_id is not None
             self.index.enqueue(
-                victim.ns_id, Op.REMOVE.value, path=self.entry_store_path(parent, name)
+                victim.ns_id, Op.REMOVE.value, path=self.paths.entry_store_path(parent, name)
             )
         self.index.unlink(parent, name)
         nlink = 0 if victim.is_dir else victim.nlink - 1
         self.index.update(victim.ino, nlink=nlink, ctime_ns=t)
-        if nlink == 0 and self.is_blob_file(victim):
+        if nlink == 0 and is_blob_file(victim):
             assert victim.ns_id is not None
             self.destroy_namespace_of(victim.ns_id)
 
@@ -727,10 +599,10 @@ class Tree:
             CheckpointIndex(self.index).delete_namespace(victim.ns_id)
             self.destroy_namespace_of(victim.ns_id)
             log.info("deleted project %r (namespace %s)", name, victim.ns_id)
-        elif self._in_project(victim):
+        elif in_project(victim):
             assert victim.ns_id is not None
             self.index.enqueue(
-                victim.ns_id, Op.REMOVE.value, path=self.entry_store_path(parent, name)
+                victim.ns_id, Op.REMOVE.value, path=self.paths.entry_store_path(parent, name)
             )
         self.index.unlink(parent, name)
         self.index.update(victim.ino, nlink=0, ctime_ns=t)
@@ -756,7 +628,7 @@ class Tree:
         rename_noreplace = getattr(os, "RENAME_NOREPLACE", 1)
         if flags & ~rename_noreplace:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE and other flags are not supported")
-        _check_name(new_name)
+        check_name(new_name)
         src = self._child(old_parent, old_name)
         if src is None:
             raise FsError(errno.ENOENT)
@@ -766,19 +638,19 @@ class Tree:
         if src.role in (Role.ROOT.value, Role.SCOPE.value, Role.AREA.value):
             raise FsError(errno.EPERM, "the top-level layout is fixed")
         np = self.node(new_parent)
-        self._refuse_layout(np, "rename")
+        refuse_layout(np, "rename")
         if src.role == Role.PROJECT.value:
             if np.role != Role.AREA.value or (np.area, np.scope) != (src.area, src.scope):
                 raise FsError(errno.EXDEV, "a project moves only within its projects folder")
         else:
-            if self._domain(src) != self._new_node_domain(np):
+            if domain(src) != new_node_domain(np):
                 raise FsError(errno.EXDEV, "renames stay within one project or area")
             if np.role == Role.AREA.value and not src.is_dir and np.area != Area.ASSETS.value:
                 raise FsError(errno.EPERM, "files go inside a project or renders/<project>/")
         if dst is not None and dst.ino == src.ino:
             return
         if src.is_dir:
-            self._refuse_into_itself(src.ino, new_parent)
+            refuse_into_itself(self.index, src.ino, new_parent)
         if dst is not None:
             if src.is_dir and not dst.is_dir:
                 raise FsError(errno.ENOTDIR)
@@ -787,11 +659,11 @@ class Tree:
             if dst.is_dir and self.index.has_children(dst.ino):
                 raise FsError(errno.ENOTEMPTY)
             await self._prepare_drop(dst)
-        in_project = self._in_project(src)
+        inside = in_project(src)
         old_path = new_path = None
-        if in_project and (src.is_dir or src.is_reg):
-            old_path = self.entry_store_path(old_parent, old_name)
-            new_path = self._new_store_path(new_parent, new_name, src if src.is_dir else None)
+        if inside and (src.is_dir or src.is_reg):
+            old_path = self.paths.entry_store_path(old_parent, old_name)
+            new_path = self.paths.new_store_path(new_parent, new_name, src if src.is_dir else None)
         t = now_ns()
         with self.changing():
             if dst is not None:
@@ -810,20 +682,10 @@ class Tree:
                 self.index.enqueue(src.ns_id, Op.MOVE.value, path=old_path, path2=new_path)
             if src.role == Role.PROJECT.value:
                 self._rename_project(src, old_name, new_name, t)
-            if src.ns_id is not None and (src.role == Role.PROJECT.value or self.is_blob_file(src)):
+            if src.ns_id is not None and (src.role == Role.PROJECT.value or is_blob_file(src)):
                 self.journal_place(src.ns_id, src.ino)
         if dst is not None:
             self.purge_if_unused(dst.ino)
-
-    def _refuse_into_itself(self, ino: int, new_parent: int) -> None:
-        cur = new_parent
-        while cur != ROOT_INO:
-            if cur == ino:
-                raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            links = self.index.parents(cur)
-            if not links:
-                return
-            cur = links[0][0]
 
     def _rename_project(self, project: Inode, old_name: bytes, new_name: bytes, t: int) -> None:
         """A renamed project keeps its name in the registry, its metadata and its
@@ -839,7 +701,7 @@ class Tree:
             meta = ProjectMetadata.model_validate_json(raw)
             renamed = meta.model_copy(update={"project_name": name, "updated_at": utcnow()})
             self.save_motion_meta(project.ns_id, renamed.model_dump_json())
-        renders = self.area_dir(_scope_of(project), Area.RENDERS)
+        renders = self.area_dir(scope_of(project), Area.RENDERS)
         folder = self.index.lookup(renders.ino, old_name)
         if folder is not None and self.index.lookup(renders.ino, new_name) is None:
             self.index.unlink(renders.ino, old_name)

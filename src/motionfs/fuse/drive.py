@@ -1,9 +1,10 @@
 """The drive: what the FUSE layer talks to.
 
 It is the live tree with each project's `.snapshots` view mounted in: virtual
-inodes and snapshot handles go to the view (fuse/snapshots.py), everything
-else to the tree, and names that would shadow `.snapshots` are refused. The
-motion metadata attributes are answered before the tree's own xattrs.
+inodes and snapshot handles go to the view (fuse/snapshots.py), live file
+handles to the tree's content layer (data/content.py), everything else to
+the tree, and names that would shadow `.snapshots` are refused. The motion
+metadata attributes are answered before the tree's own xattrs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import trio
 
 from motionfs.core.checkpoints import LATEST, SNAPDIR
-from motionfs.core.tree import Ctx, Tree
+from motionfs.core.rules import Ctx
+from motionfs.core.tree import Tree
 from motionfs.errors import FsError
 from motionfs.fuse.snapshots import (
     LATEST_BASE,
