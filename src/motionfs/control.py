@@ -25,7 +25,7 @@ import trio
 from pydantic import BaseModel
 
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.fuse.snapshots import Drive
+from motionfs.fuse.drive import Drive
 from motionfs.layout import ROOT_INO, Role
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.models import StorageScope

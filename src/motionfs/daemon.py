@@ -39,8 +39,9 @@ from motionfs.core.tree import Tree, TreeConfig
 from motionfs.data.cache import DataCache
 from motionfs.data.journal import Journal
 from motionfs.errors import FsError, SetupError, StoreUnavailable
+from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
-from motionfs.fuse.snapshots import Drive, SnapshotView
+from motionfs.fuse.snapshots import SnapshotView
 from motionfs.meta.sqlite import Index
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
@@ -434,7 +435,7 @@ class Daemon:
             if signals:
                 nursery.start_soon(self._stop_on_signal)
             await main()
-            await self.tree.flush_all()
+            await self.tree.content.flush_all()
             lazy = self.opts.store / LAZY_FLAG
             if lazy.exists() or self.stopping:
                 lazy.unlink(missing_ok=True)
@@ -505,7 +506,7 @@ class Daemon:
         while True:
             await trio.sleep(EVICT_INTERVAL)
             usage = await trio.to_thread.run_sync(self.cache.usage)
-            self.tree.evict(usage)
+            self.tree.content.evict(usage)
 
     def close(self, mounted: bool = True) -> None:
         if mounted:

@@ -75,8 +75,9 @@ Signature = tuple[int, int, int, int, str | bytes | None, int, tuple[tuple[bytes
 class Checkpoints:
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
+        self.content = tree.content
         self.index = tree.index
-        self.records = CheckpointIndex(tree.index)
+        self.cp_index = CheckpointIndex(tree.index)
         # What the restore in progress changed, for the kernel's caches.
         self._changed: list[int] = []
         self._entries_changed: list[tuple[int, bytes]] = []
@@ -102,11 +103,11 @@ class Checkpoints:
     async def _stable(self, project: Inode, ns_id: str) -> None:
         """Seal open files and wait until every file's content is in the store."""
         for _ in range(STABLE_TRIES):
-            await self.tree.seal_namespace(ns_id)
-            await self.tree.wait_stored(ns_id)
+            await self.content.seal_namespace(ns_id)
+            await self.content.wait_stored(ns_id)
             for _p, _pi, _n, node in list(self._walk(project.ino)):
                 if node.is_reg and node.content_gen == node.stored_gen:
-                    await self.tree.ensure_sha256(node)
+                    await self.content.ensure_sha256(node)
             if all(
                 node.content_gen == node.stored_gen and (node.sha256 or node.content_gen == 0)
                 for _p, _pi, _n, node in self._walk(project.ino)
@@ -122,41 +123,41 @@ class Checkpoints:
     ) -> Checkpoint:
         name = check_name(raw_name)
         project, ns_id = self._project(project_ino)
-        if self.records.get(ns_id, name, complete_only=False) is not None:
+        if self.cp_index.get(ns_id, name, complete_only=False) is not None:
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         await self._stable(project, ns_id)
-        if self.records.get(ns_id, name, complete_only=False) is not None:  # made while we waited
+        if self.cp_index.get(ns_id, name, complete_only=False) is not None:  # made while we waited
             raise FsError(errno.EEXIST, f"checkpoint {name} exists")
         # From here to the commit nothing awaits: the snapshot is consistent.
         t = now_ns()
         manifest: list[dict[str, object]] = []
         with self.tree.changing():
-            cp_id = self.records.add(ns_id, name, description, t)
-            root = self.records.add_entry(cp_id, None, b"", project)
-            self.records.copy_xattrs(project.ino, root)
+            cp_id = self.cp_index.add(ns_id, name, description, t)
+            root = self.cp_index.add_entry(cp_id, None, b"", project)
+            self.cp_index.copy_xattrs(project.ino, root)
             eids = {project.ino: root}
             files = size = 0
             for path, parent, entry_name, node in self._walk(project.ino):
                 sha = (node.sha256 or EMPTY_SHA) if node.is_reg else None
                 if node.is_reg:
                     node = node.model_copy(update={"sha256": sha})
-                eid = self.records.add_entry(cp_id, eids[parent], entry_name, node)
-                self.records.copy_xattrs(node.ino, eid)
+                eid = self.cp_index.add_entry(cp_id, eids[parent], entry_name, node)
+                self.cp_index.copy_xattrs(node.ino, eid)
                 if node.is_dir:
                     eids[node.ino] = eid
                 if node.is_reg and sha is not None:
                     files += 1
                     size += node.size
-                    if node.size and not self.records.has_object(ns_id, sha):
-                        self.records.add_object(ns_id, sha, node.size)
+                    if node.size and not self.cp_index.has_object(ns_id, sha):
+                        self.cp_index.add_object(ns_id, sha, node.size)
                         self.index.enqueue(
                             ns_id,
                             Op.KEEP.value,
-                            path=self.tree.entry_store_path(parent, entry_name),
+                            path=self.tree.paths.entry_store_path(parent, entry_name),
                             path2=object_path(sha),
                         )
                 manifest.append(_manifest_row(path, node))
-            self.records.set_totals(cp_id, files, size)
+            self.cp_index.set_totals(cp_id, files, size)
             self.index.enqueue(
                 ns_id,
                 Op.WRITE.value,
@@ -167,9 +168,9 @@ class Checkpoints:
             )
             # Visible only once every object before it is stored, crash or not.
             self.index.enqueue(ns_id, Op.READY.value, path=name)
-        await self.tree.wait_stored(ns_id)
+        await self.content.wait_stored(ns_id)
         self.index.sync()
-        cp = self.records.by_id(cp_id)
+        cp = self.cp_index.by_id(cp_id)
         assert cp is not None
         if not cp.complete:
             raise FsError(errno.EIO, f"checkpoint {name} could not be stored (see motionfs fsck)")
@@ -179,11 +180,11 @@ class Checkpoints:
     def delete(self, project_ino: int, raw_name: bytes) -> None:
         _project, ns_id = self._project(project_ino)
         # An incomplete checkpoint (its objects failed for good) can be deleted too.
-        cp = self.records.get(ns_id, raw_name.decode("utf-8", "replace"), complete_only=False)
+        cp = self.cp_index.get(ns_id, raw_name.decode("utf-8", "replace"), complete_only=False)
         if cp is None:
             raise FsError(errno.ENOENT, f"no checkpoint {raw_name!r}")
         with self.tree.changing():
-            for sha in self.records.delete(cp.cp_id):
+            for sha in self.cp_index.delete(cp.cp_id):
                 self.index.enqueue(ns_id, Op.REMOVE.value, path=object_path(sha))
             self.index.enqueue(ns_id, Op.REMOVE.value, path=manifest_path(cp.name))
         log.info("deleted checkpoint %s of %s", cp.name, ns_id)
@@ -197,14 +198,14 @@ class Checkpoints:
                 description=cp.description,
                 file_count=cp.file_count,
                 logical_size=cp.logical_size,
-                exclusive_bytes=self.records.exclusive_bytes(cp),
+                exclusive_bytes=self.cp_index.exclusive_bytes(cp),
             )
-            for cp in self.records.all(ns_id)
+            for cp in self.cp_index.all(ns_id)
         ]
 
     def get(self, project_ino: int, name: str) -> Checkpoint:
         _project, ns_id = self._project(project_ino)
-        cp = self.records.get(ns_id, name)
+        cp = self.cp_index.get(ns_id, name)
         if cp is None:
             raise FsError(errno.ENOENT, f"no checkpoint named {name}")
         return cp
@@ -215,9 +216,9 @@ class Checkpoints:
         out: dict[bytes, tuple[CpEntry, Signature]] = {}
 
         def walk(eid: int, prefix: bytes) -> None:
-            for e in self.records.children(eid):
+            for e in self.cp_index.children(eid):
                 path = prefix + e.name
-                xattrs = tuple(sorted(self.records.xattrs(e.eid).items()))
+                xattrs = tuple(sorted(self.cp_index.xattrs(e.eid).items()))
                 out[path] = (
                     e,
                     (e.mode, e.uid, e.gid, e.size, e.sha256 or e.target, e.mtime_ns, xattrs),
@@ -225,13 +226,13 @@ class Checkpoints:
                 if stat.S_ISDIR(e.mode):
                     walk(e.eid, path + b"/")
 
-        walk(self.records.root(cp.cp_id).eid, b"")
+        walk(self.cp_index.root(cp.cp_id).eid, b"")
         return out
 
     def _live_tree(self, project: Inode) -> dict[bytes, Signature]:
         out: dict[bytes, Signature] = {}
         for path, _parent, _name, node in self._walk(project.ino):
-            node = self.tree.overlay(node)
+            node = self.content.overlay(node)
             xattrs = tuple(
                 sorted(
                     (n, self.index.get_xattr(node.ino, n) or b"")
@@ -247,7 +248,7 @@ class Checkpoints:
         old = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, a)).items()}
         if b is None:
             for _p, _pi, _n, node in list(self._walk(project.ino)):
-                await self.tree.ensure_sha256(node)  # compare content, not "not hashed yet"
+                await self.content.ensure_sha256(node)  # compare content, not "not hashed yet"
             new = self._live_tree(project)
         else:
             new = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, b)).items()}
@@ -272,19 +273,19 @@ class Checkpoints:
         target = self._cp_tree(cp)
         # Open files that lose their last link stay readable: cache them first.
         for path, _parent, _name, node in list(self._walk(project.ino)):
-            if node.is_reg and node.ino in self.tree.open_files:
+            if node.is_reg and self.content.is_open(node.ino):
                 entry = target.get(path)
                 if entry is None or entry[0].sha256 != node.sha256:
-                    await self.tree.ensure_cached(node)
-        await self.tree.seal_namespace(ns_id)
+                    await self.content.ensure_cached(node)
+        await self.content.seal_namespace(ns_id)
         self._changed, self._entries_changed, self._removed, self._reopen = [], [], [], []
         t = now_ns()
         with self.tree.changing():
-            self._restore_dir(project, ns_id, self.records.root(cp.cp_id), project.ino, t)
+            self._restore_dir(project, ns_id, self.cp_index.root(cp.cp_id), project.ino, t)
         self.tree.content_replaced(
             self._reopen, self._changed, self._entries_changed, self._removed
         )
-        await self.tree.wait_stored(ns_id)
+        await self.content.wait_stored(ns_id)
         self.index.sync()
         log.info("restored %s to checkpoint %s (safety checkpoint %s)", ns_id, name, auto)
         return auto
@@ -293,7 +294,7 @@ class Checkpoints:
         """Make directory `ino` match checkpoint entry `entry`, recursively (one transaction)."""
         tree = self.tree
         self._apply_attrs(ino, entry)
-        wanted = {e.name: e for e in self.records.children(entry.eid)}
+        wanted = {e.name: e for e in self.cp_index.children(entry.eid)}
         for name, node in self.index.listing(ino):
             e = wanted.get(name)
             if e is None or stat.S_IFMT(e.mode) != stat.S_IFMT(node.mode):
@@ -323,7 +324,9 @@ class Checkpoints:
                 if node.is_dir:
                     parent = tree.node(ino)
                     self.index.update(ino, nlink=parent.nlink + 1)
-                    self.index.enqueue(ns_id, Op.MKDIR.value, path=tree.entry_store_path(ino, name))
+                    self.index.enqueue(
+                        ns_id, Op.MKDIR.value, path=tree.paths.entry_store_path(ino, name)
+                    )
             else:
                 node = tree.node(existing_ino)
             if stat.S_ISDIR(e.mode):
@@ -339,7 +342,7 @@ class Checkpoints:
                     node.ino, content_gen=gen, stored_gen=gen, sha256=e.sha256, size=e.size
                 )
                 self._reopen.append(node.ino)
-                path = tree.entry_store_path(ino, name)
+                path = tree.paths.entry_store_path(ino, name)
                 if e.size:
                     self.index.enqueue(
                         ns_id, Op.COPY.value, path=object_path(e.sha256 or ""), path2=path
@@ -360,7 +363,7 @@ class Checkpoints:
             mtime_ns=e.mtime_ns,
             ctime_ns=now_ns(),
         )
-        wanted = self.records.xattrs(e.eid)
+        wanted = self.cp_index.xattrs(e.eid)
         for name in self.index.list_xattrs(ino):
             if name not in wanted:
                 self.index.remove_xattr(ino, name)

@@ -1,6 +1,6 @@
-"""The FUSE operations: a thin pyfuse3 layer over the tree.
+"""The FUSE operations: a thin pyfuse3 layer over the drive (fuse/drive.py).
 
-Each request becomes one tree call; FsError becomes its errno with a log
+Each request becomes one drive call; FsError becomes its errno with a log
 line, a store outage becomes EIO, and anything unexpected is logged with its
 traceback and answered with EIO rather than crashing the mount.
 """
@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.fuse.snapshots import Drive
+from motionfs.fuse.drive import Drive
 from motionfs.meta.records import Inode
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from motionfs.core.tree import now_ns
 from motionfs.errors import FsError
-from motionfs.fuse.snapshots import Drive
+from motionfs.fuse.drive import Drive
 from motionfs.layout import Area, Role
 from motionfs.meta.records import Checkpoint, Inode, NamespaceRecord
 from motionfs.motion.models import (
@@ -118,7 +118,7 @@ class Catalog:
         metadata = self.drive.motion.load(node)
         assert isinstance(metadata, ProjectMetadata)
         checkpoints = [
-            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)
+            self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cp_index.all(ns_id)
         ]
         return ProjectInfo(
             namespace_info=self.namespace_info(record), metadata=metadata, checkpoints=checkpoints
@@ -172,7 +172,7 @@ class Catalog:
         finally:
             await self.drive.release(fh)
         self.tree.notify_entry(folder.ino, name.encode())
-        return await self.tree.ensure_sha256(self.tree.stat(node.ino))
+        return await self.tree.content.ensure_sha256(self.tree.stat(node.ino))
 
     def _render_folder(self, project_ns: str, scope: StorageScope) -> Inode:
         _parent, name, _node = self._node(project_ns)
@@ -259,7 +259,7 @@ class Catalog:
         _parent, _name, node = self._node(ns_id)
         if not node.is_reg:
             raise FsError(errno.EINVAL, f"{ns_id} is not a render or an asset")
-        await self.tree.ensure_cached(node)
+        await self.tree.content.ensure_cached(node)
         shutil.copyfile(self.tree.cache.source(node.ino, node.content_gen), dest)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -280,7 +280,7 @@ class Catalog:
 
     def list_checkpoints(self, ns_id: str) -> list[CheckpointInfo]:
         self._project_ino(ns_id)
-        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.records.all(ns_id)]
+        return [self._checkpoint_info(ns_id, c) for c in self.drive.checkpoints.cp_index.all(ns_id)]
 
     async def restore_checkpoint(self, ns_id: str, checkpoint_id: str) -> None:
         await self.drive.checkpoints.restore(self._project_ino(ns_id), checkpoint_id)

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ValidationError
 
+from motionfs.core.paths import is_blob_file
 from motionfs.core.tree import Tree
 from motionfs.errors import FsError
 from motionfs.layout import Area, Role
@@ -88,7 +89,7 @@ class MotionMetadata:
     def model_type(self, inode: Inode) -> type[BaseModel] | None:
         if inode.role == Role.PROJECT.value:
             return ProjectMetadata
-        if self.tree.is_blob_file(inode):
+        if is_blob_file(inode):
             return RenderMetadata if inode.area == Area.RENDERS.value else AssetMetadata
         return None
 
@@ -180,7 +181,7 @@ class MotionMetadata:
 
     async def _describe(self, ino: int) -> None:
         inode = self.index.get(ino)
-        if inode is None or not self.tree.is_blob_file(inode) or inode.nlink == 0:
+        if inode is None or not is_blob_file(inode) or inode.nlink == 0:
             return
         source = self.tree.cache.source(ino, inode.content_gen)
         if inode.content_gen and source.exists():
@@ -192,7 +193,7 @@ class MotionMetadata:
         current = self.index.get(ino)
         if current is None or current.content_gen != inode.content_gen:
             return  # changed meanwhile: a newer description follows
-        current = await self.tree.ensure_sha256(current)
+        current = await self.tree.content.ensure_sha256(current)
         if current.content_gen != inode.content_gen:
             return
         old = self.load(current)
