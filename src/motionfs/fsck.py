@@ -96,7 +96,7 @@ class Fsck:
         self.index: MetaEngine = self.tree.index
         self.storage = self.tree.storage
         self.bridge = self.tree.bridge
-        self.records: CheckpointCatalog = self.index.checkpoint_catalog()
+        self.cp_catalog: CheckpointCatalog = self.index.checkpoint_catalog()
 
     # -- reporting ------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class Fsck:
         return await self._check_bytes(ns_id, object_path(sha), size, sha) is None
 
     async def _objects(self) -> None:
-        for ns_id, sha, size in self._steps("checkpoint objects", self.records.objects()):
+        for ns_id, sha, size in self._steps("checkpoint objects", self.cp_catalog.objects()):
             self._count("checkpoint objects")
             if self.index.pending_count(ns_id):
                 continue
@@ -308,7 +308,7 @@ class Fsck:
         """Checkpoints left invisible because an object failed to store: with
         --repair, checked again once the queue (with the parked entries queued
         again) has been applied."""
-        for cp in self.records.all(None, complete_only=False):
+        for cp in self.cp_catalog.all(None, complete_only=False):
             self._count("checkpoints")
             if cp.complete or self.index.pending_count(cp.ns_id):
                 continue
@@ -317,7 +317,7 @@ class Fsck:
 
     def _incomplete_left(self) -> None:
         for ns_id, name in self._incomplete:
-            made = self.records.get(ns_id, name) is not None
+            made = self.cp_catalog.get(ns_id, name) is not None
             self._found(
                 "checkpoint",
                 f"{self.tree.drive_path_of_namespace(ns_id)}/.snapshots/{name}",
@@ -374,7 +374,7 @@ class Fsck:
                 )
 
     def _expected_paths(self, record: NamespaceRecord) -> set[str]:
-        expected = {object_path(sha) for _n, sha, _z in self.records.objects(record.ns_id)}
+        expected = {object_path(sha) for _n, sha, _z in self.cp_catalog.objects(record.ns_id)}
         for node in self.index.nodes_of_namespace(record.ns_id):
             if node.is_reg and node.nlink > 0:
                 expected.update(self.tree.store_paths(node))

@@ -29,7 +29,6 @@ from motionfs.data.journal import Op
 from motionfs.errors import FsError
 from motionfs.layout import Role
 from motionfs.meta.records import Checkpoint, CpEntry, Inode
-from motionfs.meta.sqlite import CheckpointIndex
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class Checkpoints:
         self.tree = tree
         self.content = tree.content
         self.index = tree.index
-        self.cp_index = CheckpointIndex(tree.index)
+        self.cp_index = tree.index.checkpoint_catalog()
         # What the restore in progress changed, for the kernel's caches.
         self._changed: list[int] = []
         self._entries_changed: list[tuple[int, bytes]] = []

@@ -13,8 +13,8 @@ import errno
 
 from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO, Area, Role
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import Inode
-from motionfs.meta.sqlite import Index
 from motionfs.store.names import BLOB_DATA_PATH, store_name, store_path
 from motionfs.store.storage import Storage
 
@@ -38,7 +38,7 @@ def is_blob_file(inode: Inode) -> bool:
 class Paths:
     """Store and drive paths of nodes, worked out from the index's links."""
 
-    def __init__(self, index: Index, storage: Storage) -> None:
+    def __init__(self, index: MetaEngine, storage: Storage) -> None:
         self.index = index
         self.storage = storage
         self._dir_paths: dict[int, str] = {}

@@ -14,8 +14,8 @@ from typing import Protocol
 from motionfs.core.paths import in_project
 from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO, Role
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import Inode
-from motionfs.meta.sqlite import Index
 from motionfs.motion.models import StorageScope
 
 NAME_MAX = 255
@@ -80,7 +80,7 @@ def refuse_layout_change(inode: Inode) -> None:
         raise FsError(errno.EPERM, "the layout folders' modes are fixed")
 
 
-def refuse_into_itself(index: Index, ino: int, new_parent: int) -> None:
+def refuse_into_itself(index: MetaEngine, ino: int, new_parent: int) -> None:
     """A directory never moves below itself (EINVAL)."""
     cur = new_parent
     while cur != ROOT_INO:

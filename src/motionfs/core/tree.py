@@ -41,8 +41,8 @@ from motionfs.data.journal import Journal, Op
 from motionfs.data.space import SpaceGuard
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, SCOPE_FOLDERS, Area, Role
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import Inode
-from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.motion.models import NamespaceType, ProjectMetadata, StorageScope, utcnow
 from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH
 from motionfs.store.storage import Storage
@@ -70,7 +70,7 @@ class Tree:
 
     def __init__(
         self,
-        index: Index,
+        index: MetaEngine,
         storage: Storage,
         bridge: AsyncioBridge,
         journal: Journal,
@@ -597,7 +597,7 @@ class Tree:
     def _remove_dir(self, parent: int, name: bytes, victim: Inode, t: int) -> None:
         if victim.role == Role.PROJECT.value:
             assert victim.ns_id is not None
-            CheckpointIndex(self.index).delete_namespace(victim.ns_id)
+            self.index.checkpoint_catalog().delete_namespace(victim.ns_id)
             self.destroy_namespace_of(victim.ns_id)
             log.info("deleted project %r (namespace %s)", name, victim.ns_id)
         elif in_project(victim):

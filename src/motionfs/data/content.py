@@ -34,8 +34,8 @@ from motionfs.data.cache import DataCache
 from motionfs.data.journal import Journal, Op
 from motionfs.data.space import SpaceGuard
 from motionfs.errors import FsError, StoreUnavailable
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import Inode
-from motionfs.meta.sqlite import Index
 from motionfs.store.backend import file_sha256
 from motionfs.store.storage import Storage
 
@@ -106,7 +106,7 @@ class Content:
 
     def __init__(
         self,
-        index: Index,
+        index: MetaEngine,
         storage: Storage,
         bridge: AsyncioBridge,
         journal: Journal,

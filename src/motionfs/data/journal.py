@@ -24,8 +24,8 @@ import trio
 from motionfs.bridge import AsyncioBridge
 from motionfs.data.cache import DataCache
 from motionfs.errors import FsError, StoreUnavailable
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import JournalEntry
-from motionfs.meta.sqlite import CheckpointIndex, Index
 from motionfs.store.backend import Change, Copy, MakeDirs, Move, Put, Remove, Write
 from motionfs.store.failures import SourceMissing, is_permanent
 from motionfs.store.host import HostTree
@@ -101,12 +101,14 @@ def permanent(error: BaseException) -> bool:
 
 
 class Journal:
-    def __init__(self, index: Index, storage: Storage, bridge: AsyncioBridge, cache: DataCache):
+    def __init__(
+        self, index: MetaEngine, storage: Storage, bridge: AsyncioBridge, cache: DataCache
+    ):
         self.index = index
         self.storage = storage
         self.bridge = bridge
         self.cache = cache
-        self.records = CheckpointIndex(index)
+        self.checkpoints = index.checkpoint_catalog()
         self._wake = trio.Event()
         self._running: set[str] = set()
         self._progress = trio.Event()  # set (and replaced) whenever an entry finishes
@@ -327,7 +329,7 @@ class Journal:
                 log.error("checkpoint %s of %s is incomplete: %s", e.path, ns, lost[0].last_error)
                 return
             with self.index.transaction():
-                self.records.mark_complete(ns, e.path)
+                self.checkpoints.mark_complete(ns, e.path)
             return
         src = self._open_source(e) if op is Op.PUT else None
         change = _change(e, src)

@@ -29,8 +29,8 @@ from motionfs.core.paths import is_blob_file
 from motionfs.core.tree import Tree
 from motionfs.errors import FsError
 from motionfs.layout import Area, Role
+from motionfs.meta.engine import MetaEngine
 from motionfs.meta.records import Inode
-from motionfs.meta.sqlite import Index
 from motionfs.motion.media import MediaInfo, probe_with_timeout
 from motionfs.motion.models import (
     AssetMetadata,
@@ -81,7 +81,7 @@ def _parse(field: str, raw: bytes) -> Any:
 class MotionMetadata:
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
-        self.index: Index = tree.index
+        self.index: MetaEngine = tree.index
         self._send, self._receive = trio.open_memory_channel[int](math.inf)
 
     # -- which model an inode has -------------------------------------------------------
