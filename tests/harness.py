@@ -7,14 +7,18 @@ made and read through the `Drive`, the surface the FUSE operations call.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 
 from motionfs.daemon import Engine, MountOptions
+from motionfs.errors import FsError
 from motionfs.fuse.snapshots import Drive
 from motionfs.layout import ROOT_INO
 
@@ -104,3 +108,12 @@ def ns_of(drive: Drive, ino: int) -> str:
     ns = drive.stat(ino).ns_id
     assert ns is not None
     return ns
+
+
+@contextlib.contextmanager
+def fs_error(code: int) -> Iterator[None]:
+    """The block must be refused with FsError(code), as FUSE would answer it."""
+    with pytest.raises(FsError) as info:
+        yield
+    got = errno.errorcode.get(info.value.errno, str(info.value.errno))
+    assert info.value.errno == code, f"expected {errno.errorcode[code]}, got {got}"
