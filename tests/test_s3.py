@@ -285,6 +285,7 @@ def test_outage_fsync_fails_then_everything_arrives(
         assert (project / name).read_bytes() == data, name
 
 
+@pytest.mark.mount  # runs `motionfs mount`: needs /dev/fuse
 def test_mount_refuses_an_unreachable_endpoint(own_s3: S3Server, tmp_path: Path) -> None:
     own_s3.stop()
     mnt = tmp_path / "mnt"
