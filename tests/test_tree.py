@@ -123,9 +123,9 @@ def test_blob_files_in_assets_and_renders(h: Harness) -> None:
         assert h.store_bytes(e, ns_of(drive, logo), BLOB_DATA_PATH) == b"\x89PNG"
         assert h.store_bytes(e, ns_of(drive, clip), BLOB_DATA_PATH) == b"mp4"
         assert ns_of(drive, logo) != ns_of(drive, clip)
-        with pytest.raises(FsError) as e:
+        with pytest.raises(FsError) as err:
             await drive.create(renders, b"loose.mp4", 0o644, os.O_WRONLY, CTX)
-        assert e.value.errno == errno.EPERM
+        assert err.value.errno == errno.EPERM
 
     h.run(body)
 
@@ -150,9 +150,9 @@ def test_layout_refusals(h: Harness) -> None:
             (tree.rmdir(projects, b"a"), errno.ENOTEMPTY),
         ]
         for call, expected in cases:
-            with pytest.raises(FsError) as e:
+            with pytest.raises(FsError) as err:
                 await call
-            assert e.value.errno == expected
+            assert err.value.errno == expected
 
     h.run(body)
 
@@ -284,13 +284,13 @@ def test_xattrs_limits(h: Harness) -> None:
             (b"user.big", b"x" * 65537, errno.E2BIG),
             (b"system.posix_acl_access", b"", errno.ENOTSUP),
         ]:
-            with pytest.raises(FsError) as e:
+            with pytest.raises(FsError) as err:
                 tree.setxattr(p, name, value)
-            assert e.value.errno == expected
+            assert err.value.errno == expected
         tree.removexattr(p, b"user.k")
-        with pytest.raises(FsError) as e:
+        with pytest.raises(FsError) as err:
             tree.getxattr(p, b"user.k")
-        assert e.value.errno == errno.ENODATA
+        assert err.value.errno == errno.ENODATA
 
     h.run(body)
 
