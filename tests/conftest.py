@@ -14,7 +14,6 @@ a key prefix per drive): `scripts/test -k s3` runs only the s3 side.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -28,28 +27,14 @@ from pathlib import Path
 import pytest
 
 from harness import Harness
+from helpers import force_unmount
 from motionfs.daemon import is_mounted
 from s3server import S3Server
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 # Mount-level suites that also run against the s3 store.
 S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3", "test_trust"}
-
-
-def force_unmount(path: Path) -> None:
-    if is_mounted(path):
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
 
 
 class Drive:

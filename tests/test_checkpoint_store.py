@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,15 +11,12 @@ from pathlib import Path
 import pytest
 
 from harness import CTX, Harness, ns_of, project, read_file, write_file
+from helpers import sha256_bytes
 from motionfs.core.checkpoints import manifest_path, object_path
 from motionfs.daemon import Engine
 from motionfs.data.journal import Op
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.meta.records import JournalEntry
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def store_usage(h: Harness) -> int:
@@ -39,7 +35,10 @@ def test_content_is_stored_once_per_hash(h: Harness) -> None:
         await write_file(drive, p, b"dup", bytes([0]) * 50_000)  # same content as f0
         await cps.create(p, b"c1", None)
         ns = ns_of(drive, p)
-        assert h.store_bytes(e, ns, object_path(sha(bytes([3]) * 50_000))) == bytes([3]) * 50_000
+        assert (
+            h.store_bytes(e, ns, object_path(sha256_bytes(bytes([3]) * 50_000)))
+            == bytes([3]) * 50_000
+        )
         before = store_usage(h)
         ino = tree.lookup(p, b"f3").ino
         fh = await drive.open(ino, os.O_WRONLY)
@@ -110,7 +109,7 @@ def test_deleting_checkpoints_frees_unshared_content(h: Harness) -> None:
         await cps.create(p, b"a", None)
         await cps.create(p, b"b", None)
         ns = ns_of(drive, p)
-        obj = object_path(sha(b"kept"))
+        obj = object_path(sha256_bytes(b"kept"))
         cps.delete(p, b"a")
         await tree.journal.drain_all()
         assert h.store_bytes(e, ns, obj) == b"kept"
@@ -140,9 +139,9 @@ def test_checkpoint_name_errors(h: Harness, name: bytes, err: int) -> None:
         cps = e.checkpoints
         p = await project(drive)
         await cps.create(p, b"v1", None)
-        with pytest.raises(FsError) as e:
+        with pytest.raises(FsError) as info:
             await cps.create(p, name, None)
-        assert e.value.errno == err
+        assert info.value.errno == err
 
     h.run(body)
 
@@ -203,9 +202,9 @@ def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
             await apply(entry)
 
         monkeypatch.setattr(tree.journal, "_apply", store_down_for_restores)
-        with pytest.raises(FsError) as e:
+        with pytest.raises(FsError) as err:
             await cps.restore(p, "v1")
-        assert e.value.errno == errno.EIO
+        assert err.value.errno == errno.EIO
         # The daemon dies here, with the store work still in the journal.
 
     async def second(e: Engine) -> None:

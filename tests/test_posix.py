@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from conftest import LAYOUT, NATIVE, Drive, needs_tool
+from helpers import expect_errno, read_file, sha256_file, snapshot, write_file
 
 motionfs_only = pytest.mark.skipif(NATIVE, reason="motionfs layout")
 
@@ -41,19 +42,6 @@ XATTR_BIG = 4000 if NATIVE else 4096
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def expect_errno(
-    codes: int | tuple[int, ...], fn: Callable[..., Any], *args: Any, **kwargs: Any
-) -> OSError:
-    """Call fn and assert it fails with one of the given errno values."""
-    wanted = codes if isinstance(codes, tuple) else (codes,)
-    with pytest.raises(OSError) as info:
-        fn(*args, **kwargs)
-    names = "/".join(errno.errorcode[c] for c in wanted)
-    got = errno.errorcode.get(info.value.errno or 0, str(info.value.errno))
-    assert info.value.errno in wanted, f"{fn.__name__}{args}: expected {names}, got {got}"
-    return info.value
 
 
 def errno_of(fn: Callable[[], Any]) -> int:
@@ -101,65 +89,6 @@ def in_child(fn: Callable[[], Any], uid: int | None = None, gid: int | None = No
     assert "error" not in result, f"child failed: {result['error']}"
     assert os.waitstatus_to_exitcode(status) == 0
     return result["ok"]
-
-
-def write_file(path: Path | str, data: bytes, mode: int | None = None) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-    if mode is not None:
-        os.chmod(path, mode)
-
-
-def read_file(path: Path | str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def xattrs_of(path: Path | str) -> dict[str, str]:
-    names = os.listxattr(path, follow_symlinks=False)
-    return {n: os.getxattr(path, n, follow_symlinks=False).hex() for n in sorted(names)}
-
-
-def snapshot(root: Path) -> dict[str, Any]:
-    """Everything a remount must keep: lstat fields, content hashes, link targets,
-    xattrs, and which names share an inode (hard links)."""
-    entries: dict[str, dict[str, Any]] = {}
-    inodes: dict[int, list[str]] = {}
-
-    def visit(path: Path, rel: str) -> None:
-        st = os.lstat(path)
-        info: dict[str, Any] = {
-            "type": stat.S_IFMT(st.st_mode),
-            "mode": oct(stat.S_IMODE(st.st_mode)),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-            "nlink": st.st_nlink,
-            "mtime_ns": st.st_mtime_ns,
-            "xattrs": xattrs_of(path),
-        }
-        if stat.S_ISLNK(st.st_mode):
-            info["target"] = os.readlink(path)
-            info["size"] = st.st_size
-        elif stat.S_ISREG(st.st_mode):
-            info["size"] = st.st_size
-            info["sha256"] = sha256_file(path)
-            inodes.setdefault(st.st_ino, []).append(rel)
-        entries[rel] = info
-        if stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(path)):
-                visit(path / name, f"{rel}/{name}")
-
-    visit(root, ".")
-    links = sorted(sorted(names) for names in inodes.values() if len(names) > 1)
-    return {"entries": entries, "hardlinks": links}
 
 
 @pytest.fixture
@@ -1320,11 +1249,11 @@ def test_remount_keeps_everything(project: Path, drive: Drive) -> None:
     """After a clean unmount and mount, contents, modes, owners, nanosecond mtimes,
     symlinks, hard links and xattrs are identical, and the project stays writable."""
     build_rich_tree(project)
-    before = snapshot(project)
+    before = snapshot(project, dir_links=True)
     assert before["hardlinks"] == [["./linked", "./src/deep/linked-3", "./src/linked-2"]]
     assert before["entries"]["./rel-link"]["target"] == "src/Root.tsx"
     drive.remount()
-    after = snapshot(project)
+    after = snapshot(project, dir_links=True)
     assert after == before
     write_file(project / "after-remount", b"still writable")
     with open(project / "linked", "ab") as fh:
