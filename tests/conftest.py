@@ -34,7 +34,15 @@ from s3server import S3Server
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 # Mount-level suites that also run against the s3 store.
-S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3", "test_trust"}
+S3_SUITES = {
+    "test_posix",
+    "test_posix_attrs",
+    "test_model",
+    "test_checkpoints",
+    "test_api",
+    "test_s3",
+    "test_trust",
+}
 
 
 class Drive:
