@@ -14,7 +14,6 @@ a key prefix per drive): `scripts/test -k s3` runs only the s3 side.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -28,32 +27,30 @@ from pathlib import Path
 import pytest
 
 from harness import Harness
+from helpers import force_unmount
 from motionfs.daemon import is_mounted
 from s3server import S3Server
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 NATIVE = os.environ.get("MOTIONFS_TEST_TARGET") == "native"
 LAYOUT = ("projects", "renders", "assets", "shared", "scratch")
 # Mount-level suites that also run against the s3 store.
-S3_SUITES = {"test_posix", "test_model", "test_checkpoints", "test_api", "test_s3", "test_trust"}
-
-
-def force_unmount(path: Path) -> None:
-    if is_mounted(path):
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
+S3_SUITES = {
+    "test_posix",
+    "test_posix_attrs",
+    "test_model",
+    "test_checkpoints",
+    "test_api",
+    "test_s3",
+    "test_trust",
+}
 
 
 class Drive:
     """A motionfs mount driven like a user would: the CLI, then the kernel."""
+
+    # Set per test by `mounts_only_in_the_mount_layer`: a test without the `mount`
+    # marker may not start a drive, so `-m "not mount"` never needs the kernel.
+    mounting_allowed = True
 
     def __init__(
         self,
@@ -104,6 +101,11 @@ class Drive:
             return "(no log)"
 
     def start(self, timeout: float = 60) -> None:
+        if not Drive.mounting_allowed:
+            raise RuntimeError(
+                "a test without the `mount` marker starts a drive: use a fixture in "
+                "MOUNTING_FIXTURES or mark it with pytest.mark.mount"
+            )
         if self.native:
             for name in LAYOUT:
                 (self.path / name).mkdir(exist_ok=True)
@@ -205,15 +207,50 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "local"))
 
 
-# Fixtures that mount a drive through the kernel: a test using one is a `mount` test,
-# so `-m "not mount"` selects the fast layer (the engine without the kernel).
-MOUNTING_FIXTURES = {"drive", "make_drive", "project", "own_drive", "small_disk"}
+# Fixtures that mount through the kernel (a drive, or a tmpfs): a test using one is a
+# `mount` test, so `-m "not mount"` selects the fast layer (the engine without the
+# kernel). Tests that run `motionfs mount` themselves carry the marker explicitly.
+MOUNTING_FIXTURES = {"drive", "make_drive", "project", "own_drive", "small_disk", "tmpfs"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if MOUNTING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mount)
+
+
+def mounts_under(base: Path) -> set[str]:
+    """Mount points below `base` (this session's temporary directories)."""
+    with open("/proc/mounts") as f:
+        points = {line.split()[1] for line in f}
+    return {p for p in points if p.startswith(f"{base}/")}
+
+
+@pytest.fixture(scope="session")
+def session_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This session's temporary base; nothing a test mounted below it outlives the run."""
+    base = tmp_path_factory.getbasetemp()
+    yield base
+    for point in mounts_under(base):  # belt and braces
+        force_unmount(Path(point))
+
+
+@pytest.fixture(autouse=True)
+def mounts_only_in_the_mount_layer(
+    request: pytest.FixtureRequest, session_base: Path
+) -> Iterator[None]:
+    """A test without the `mount` marker may neither start a drive nor leave
+    anything mounted: `-m "not mount"` must run without the kernel."""
+    mounting = request.node.get_closest_marker("mount") is not None
+    before = mounts_under(session_base)
+    Drive.mounting_allowed = mounting
+    try:
+        yield
+    finally:
+        Drive.mounting_allowed = True
+    if not mounting:
+        left = mounts_under(session_base) - before
+        assert not left, f"a test without the `mount` marker mounted {sorted(left)}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -257,7 +294,7 @@ def make_drive(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
-    """The daemon's components over one store directory, without the kernel."""
+    """The daemon's engine over one store directory, without the kernel."""
     return Harness(tmp_path)
 
 
@@ -270,16 +307,6 @@ def drive(make_drive: object) -> Drive:
 def project(drive: Drive) -> Path:
     """A fresh project folder on a fresh drive."""
     return drive.project("p")
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # Belt and braces: nothing a test mounted may outlive the run.
-    base = Path(str(session.config._tmp_path_factory.getbasetemp()))  # type: ignore[attr-defined]
-    with open("/proc/mounts") as f:
-        for line in f:
-            point = line.split()[1]
-            if point.startswith(str(base)):
-                force_unmount(Path(point))
 
 
 needs_tool = {

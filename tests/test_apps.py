@@ -8,7 +8,6 @@ and passes against a plain directory (MOTIONFS_TEST_TARGET=native).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,11 +15,11 @@ import sqlite3
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conftest import needs_tool
+from helpers import read_file, snapshot, write_file
 
 TIMEOUT = 300
 MiB = 1 << 20
@@ -28,18 +27,6 @@ needs_vim = pytest.mark.skipif(shutil.which("vim") is None, reason="vim not inst
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_file(path: Path, data: bytes, mode: int | None = None) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-    if mode is not None:
-        os.chmod(path, mode)
-
-
-def read_file(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def run(
@@ -72,47 +59,6 @@ def tool_env(tmp_path: Path) -> dict[str, str]:
         "npm_config_update_notifier": "false",
         "npm_config_loglevel": "warn",
     }
-
-
-def snapshot(root: Path, xattrs: bool = True, hardlinks: bool = True) -> dict[str, Any]:
-    """lstat fields, content hashes and link targets of a tree, keyed by relative path.
-
-    Directory link counts and sizes are left out (they are filesystem-specific);
-    file link counts and hard-link groups only when `hardlinks`.
-    """
-    entries: dict[str, dict[str, Any]] = {}
-    inodes: dict[int, list[str]] = {}
-
-    def visit(path: Path, rel: str) -> None:
-        st = os.lstat(path)
-        info: dict[str, Any] = {
-            "type": stat.S_IFMT(st.st_mode),
-            "mode": oct(stat.S_IMODE(st.st_mode)),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-            "mtime_ns": st.st_mtime_ns,
-        }
-        if xattrs:
-            info["xattrs"] = {
-                n: os.getxattr(path, n, follow_symlinks=False)
-                for n in sorted(os.listxattr(path, follow_symlinks=False))
-            }
-        if stat.S_ISLNK(st.st_mode):
-            info["target"] = os.readlink(path)
-        elif stat.S_ISREG(st.st_mode):
-            info["size"] = st.st_size
-            info["sha256"] = hashlib.sha256(read_file(path)).hexdigest()
-            if hardlinks:
-                info["nlink"] = st.st_nlink
-                inodes.setdefault(st.st_ino, []).append(rel)
-        entries[rel] = info
-        if stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(path)):
-                visit(path / name, f"{rel}/{name}")
-
-    visit(root, ".")
-    groups = sorted(sorted(names) for names in inodes.values() if len(names) > 1)
-    return {"entries": entries, "hardlinks": groups}
 
 
 def build_source_tree(root: Path) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from conftest import NATIVE, Drive, needs_tool
+from helpers import expect_errno, motionfs, sha256_file, write_file, xattrs_of
 
 pytestmark = [
     pytest.mark.mount,
@@ -52,42 +53,8 @@ STEP = 1_000_003_001
 # --------------------------------------------------------------------------- helpers
 
 
-def expect_errno(codes: int | tuple[int, ...], fn: Callable[..., Any], *args: Any) -> None:
-    """Call fn(*args) and assert it fails with one of the given errno values."""
-    wanted = codes if isinstance(codes, tuple) else (codes,)
-    names = "/".join(errno.errorcode[c] for c in wanted)
-    try:
-        fn(*args)
-    except OSError as e:
-        got = errno.errorcode.get(e.errno or 0, str(e.errno))
-        assert e.errno in wanted, f"{fn.__name__}{args}: expected {names}, got {got}"
-        return
-    pytest.fail(f"{fn.__name__}{args}: expected {names}, but it succeeded")
-
-
 def rand_bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-def write(path: Path, data: bytes, fsync: bool = False) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def user_xattrs(path: Path) -> dict[str, str]:
-    names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user.")]
-    return {n: os.getxattr(path, n, follow_symlinks=False).hex() for n in sorted(names)}
 
 
 def describe(root: Path) -> dict[str, dict[str, Any]]:
@@ -106,7 +73,7 @@ def describe(root: Path) -> dict[str, dict[str, Any]]:
             info["size"] = st.st_size
             info["target"] = os.readlink(path)
         else:
-            info["xattrs"] = user_xattrs(path)
+            info["xattrs"] = xattrs_of(path, "user.")
         if stat.S_ISREG(st.st_mode):
             info["size"] = st.st_size
             info["sha256"] = sha256_file(path)
@@ -150,20 +117,14 @@ def native_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "motionfs", "checkpoint", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        cwd="/",
-    )
+def checkpoint_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`motionfs checkpoint ARGS`, run from / (never from inside a mount)."""
+    return motionfs("checkpoint", *args, timeout=CLI_TIMEOUT, cwd="/")
 
 
 def cli_ok(drive: Drive, *args: str | Path) -> str:
     """Run `motionfs checkpoint ARGS`, assert exit 0, return stdout."""
-    done = run_cli(*args)
+    done = checkpoint_cli(*args)
     assert done.returncode == 0, (
         f"motionfs checkpoint {' '.join(map(str, args))}: exit {done.returncode}\n"
         f"stdout: {done.stdout}\nstderr: {done.stderr}\n--- motionfs.log ---\n{drive.log}"
@@ -280,7 +241,7 @@ def build_tree(p: Path) -> None:
     for d in ("src/components", "bin", "public", "empty"):
         (p / d).mkdir(parents=True, exist_ok=True)
     for rel, data in FILES.items():
-        write(p / rel, data)
+        write_file(p / rel, data)
     os.link(p / "package.json", p / "package-link.json")
     for rel, target in SYMLINKS.items():
         os.symlink(target, p / rel)
@@ -307,15 +268,15 @@ def set_mtimes(p: Path, base: int) -> None:
 
 def modify_tree(p: Path) -> None:
     """Change the project the ways a user would after a checkpoint."""
-    write(p / "change.txt", b"changed after the checkpoint, and longer\n")
+    write_file(p / "change.txt", b"changed after the checkpoint, and longer\n")
     with open(p / "public/big.bin", "r+b") as f:  # one byte in the middle of the big file
         f.seek(MiB + 7)
         f.write(b"\x00" if FILES["public/big.bin"][MiB + 7] else b"\x01")
     with open(p / "package-link.json", "r+b") as f:  # through the hard link: both names
         f.write(b"[")
     (p / "gone.txt").unlink()
-    write(p / "new.txt", b"added after the checkpoint\n")
-    write(p / "src/components/New.tsx", b"export const New = 2;\n")
+    write_file(p / "new.txt", b"added after the checkpoint\n")
+    write_file(p / "src/components/New.tsx", b"export const New = 2;\n")
     os.chmod(p / "run.sh", 0o700)
     os.chmod(p / "bin", 0o755)
     (p / "empty").rmdir()
@@ -338,11 +299,11 @@ def assert_modified(p: Path) -> None:
     assert (p / "new.txt").read_bytes() == b"added after the checkpoint\n"
     assert stat.S_IMODE(os.stat(p / "run.sh").st_mode) == 0o700
     assert not (p / "empty").exists()
-    assert user_xattrs(p / "src/Root.tsx") == {
+    assert xattrs_of(p / "src/Root.tsx", "user.") == {
         "user.added": b"new".hex(),
         "user.note": b"changed".hex(),
     }
-    assert user_xattrs(p / "src") == {}
+    assert xattrs_of(p / "src", "user.") == {}
     assert os.readlink(p / "dangling") == "src"
     assert not (p / "src/components/Title.tsx").exists()
 
@@ -450,16 +411,16 @@ def test_restore_reaches_open_files_and_kernel_caches(drive: Drive, project: Pat
     }
     live_data = {"grow.txt": b"short\n", "shrink.txt": b"s" * 200_000, "same.txt": b"B" * 8192}
     for name, data in v1_data.items():
-        write(project / name, data)
-    write(project / "back.txt", b"deleted, then restored\n")
-    write(project / "mode.txt", b"only the mode changes\n")
-    write(project / "time.txt", b"only the mtime changes\n")
+        write_file(project / name, data)
+    write_file(project / "back.txt", b"deleted, then restored\n")
+    write_file(project / "mode.txt", b"only the mode changes\n")
+    write_file(project / "time.txt", b"only the mtime changes\n")
     os.utime(project / "time.txt", ns=(T0, T0))
     os.mkdir(project / SNAP / "v1")
     for name, data in live_data.items():
-        write(project / name, data)
+        write_file(project / name, data)
     (project / "back.txt").unlink()
-    write(project / "extra.txt", b"created after v1\n")
+    write_file(project / "extra.txt", b"created after v1\n")
     os.chmod(project / "mode.txt", 0o600)
     os.utime(project / "time.txt", ns=(T0 + STEP, T0 + STEP))
 
@@ -506,11 +467,11 @@ def test_snapshot_refuses_every_write_with_erofs(drive: Drive, project: Path) ->
     """Every kind of write inside .snapshots/v1 fails with EROFS and changes nothing, in the
     checkpoint or in the live project."""
     (project / "d/empty").mkdir(parents=True)
-    write(project / "f.txt", b"frozen\n")
-    write(project / "d/g.txt", b"frozen too\n")
+    write_file(project / "f.txt", b"frozen\n")
+    write_file(project / "d/g.txt", b"frozen too\n")
     os.symlink("f.txt", project / "lnk")
     os.setxattr(project / "f.txt", "user.k", b"v")
-    write(project / "live.txt", b"live\n")
+    write_file(project / "live.txt", b"live\n")
     os.mkdir(project / SNAP / "v1")
     v1 = project / SNAP / "v1"
     before = describe(v1)
@@ -573,7 +534,7 @@ def test_snapshot_refuses_every_write_with_erofs(drive: Drive, project: Path) ->
 def test_checkpoint_name_errors(drive: Drive, project: Path) -> None:
     """mkdir of an existing checkpoint is EEXIST, of an invalid name EINVAL (nothing
     created), rmdir or browsing of a missing one ENOENT; the longest valid name works."""
-    write(project / "a.txt", b"a\n")
+    write_file(project / "a.txt", b"a\n")
     snaps = project / SNAP
     expect_errno(errno.EINVAL, os.mkdir, snaps / "latest")  # reserved (absent so far)
     os.mkdir(snaps / "v1")
@@ -614,7 +575,7 @@ def test_checkpoint_name_errors(drive: Drive, project: Path) -> None:
 def test_latest_points_at_the_newest_checkpoint(drive: Drive, project: Path) -> None:
     """`.snapshots/latest` is absent with no checkpoints, then a relative symlink to the most
     recently created checkpoint (by creation, not by name), following deletes."""
-    write(project / "a.txt", b"first\n")
+    write_file(project / "a.txt", b"first\n")
     snaps = project / SNAP
     assert os.listdir(snaps) == []
     expect_errno(errno.ENOENT, os.lstat, snaps / "latest")
@@ -622,7 +583,7 @@ def test_latest_points_at_the_newest_checkpoint(drive: Drive, project: Path) -> 
     assert stat.S_ISLNK(os.lstat(snaps / "latest").st_mode)
     assert os.readlink(snaps / "latest") == "v1"
     assert snapshot_names(project) == ["latest", "v1"]
-    write(project / "a.txt", b"second\n")
+    write_file(project / "a.txt", b"second\n")
     os.mkdir(snaps / "aaa")  # sorts before v1, but is newer
     assert os.readlink(snaps / "latest") == "aaa"
     assert (snaps / "latest" / "a.txt").read_bytes() == b"second\n"
@@ -639,7 +600,7 @@ def test_snapdir_hidden_by_default(drive: Drive, project: Path) -> None:
     """.snapshots is reachable by name but listed nowhere: not in the project, not at the
     project level of `ls -a`, and only project folders have one."""
     (project / "sub").mkdir()
-    write(project / "sub/a.txt", b"a\n")
+    write_file(project / "sub/a.txt", b"a\n")
     assert stat.S_ISDIR(os.stat(project / SNAP).st_mode)
     os.mkdir(project / SNAP / "v1")
     assert os.listdir(project) == ["sub"]
@@ -654,7 +615,7 @@ def test_snapdir_visible_option(make_drive: Callable[..., Drive]) -> None:
     """With `--snapdir=visible` the project folder lists .snapshots."""
     drive = make_drive("--snapdir=visible")
     project = drive.project("p")
-    write(project / "a.txt", b"a\n")
+    write_file(project / "a.txt", b"a\n")
     assert sorted(os.listdir(project)) == [SNAP, "a.txt"]
     os.mkdir(project / SNAP / "v1")
     assert snapshot_names(project) == ["latest", "v1"]
@@ -665,8 +626,8 @@ def test_snapdir_visible_option(make_drive: Callable[..., Drive]) -> None:
 def test_copy_tools_skip_snapshots(drive: Drive, project: Path, tmp_path: Path) -> None:
     """`cp -r P dest`, `rsync -a P/ dest/` and `find P` never walk into .snapshots."""
     (project / "src").mkdir()
-    write(project / "src/a.txt", b"a\n")
-    write(project / "b.bin", rand_bytes(70_000, 5))
+    write_file(project / "src/a.txt", b"a\n")
+    write_file(project / "b.bin", rand_bytes(70_000, 5))
     os.mkdir(project / SNAP / "v1")
     os.mkdir(project / SNAP / "v2")
 
@@ -698,7 +659,7 @@ def test_checkpoints_survive_remount_and_kill(drive: Drive, project: Path, tmp_p
     for name, ref in refs.items():
         assert_same_tree(project / SNAP / name, ref, drive)
 
-    write(project / "after-remount.txt", b"x" * 5000)
+    write_file(project / "after-remount.txt", b"x" * 5000)
     refs["v3"] = native_copy(project, tmp_path / "v3")
     os.mkdir(project / SNAP / "v3")  # returns once stored: must survive an immediate crash
     drive.kill()
@@ -727,13 +688,13 @@ def test_cli_create_and_list(drive: Drive, project: Path) -> None:
     (project / "sub/deeper").mkdir(parents=True)
     (project / "sub/empty").mkdir()
     for i, (rel, size) in enumerate(sizes.items()):
-        write(project / rel, rand_bytes(size, 10 + i))
+        write_file(project / rel, rand_bytes(size, 10 + i))
     t0 = time.time()
     cli_ok(drive, "create", project, "v1", "--description", "first cut")
     t1 = time.time()
     assert snapshot_names(project) == ["latest", "v1"]
     assert (project / SNAP / "v1/sub/b.bin").read_bytes() == rand_bytes(2 * MiB + 7, 11)
-    write(project / "d.txt", b"12345")
+    write_file(project / "d.txt", b"12345")
     os.mkdir(project / SNAP / "v2")
     refused = cli_run_fails(drive, "create", project, "v1")  # an existing name is refused
     assert "v1" in refused
@@ -770,7 +731,7 @@ def test_cli_create_and_list(drive: Drive, project: Path) -> None:
 def cli_run_fails(drive: Drive, *args: str | Path) -> str:
     """Run the CLI expecting failure: non-zero exit, one `motionfs: ...` line on stderr, no
     traceback. Returns that line."""
-    done = run_cli(*args)
+    done = checkpoint_cli(*args)
     what = f"motionfs checkpoint {' '.join(map(str, args))}"
     assert done.returncode != 0, f"{what} succeeded: {done.stdout}"
     lines = done.stderr.strip().splitlines()
@@ -783,7 +744,7 @@ def cli_run_fails(drive: Drive, *args: str | Path) -> str:
 def test_cli_delete(drive: Drive, project: Path) -> None:
     """`checkpoint delete` removes the checkpoint from the listing and from .snapshots, even
     after the kernel has looked it up; rmdir does the same; deleting a missing one fails."""
-    write(project / "a.txt", b"a\n")
+    write_file(project / "a.txt", b"a\n")
     os.mkdir(project / SNAP / "v1")
     os.mkdir(project / SNAP / "v2")
     os.mkdir(project / SNAP / "v3")
@@ -839,14 +800,14 @@ def test_cli_diff(drive: Drive, project: Path) -> None:
         "sub/del2.txt",
         "sub/keep2.txt",
     ):
-        write(project / rel, f"{rel} as in v1\n".encode())
+        write_file(project / rel, f"{rel} as in v1\n".encode())
     os.mkdir(project / SNAP / "v1")
-    write(project / "mod.txt", b"new content, new size\n")
-    write(project / "sub/mod2.txt", b"sub/mod2.txt as in v2\n")  # same size, other bytes
+    write_file(project / "mod.txt", b"new content, new size\n")
+    write_file(project / "sub/mod2.txt", b"sub/mod2.txt as in v2\n")  # same size, other bytes
     (project / "del.txt").unlink()
     (project / "sub/del2.txt").unlink()
-    write(project / "add.txt", b"added\n")
-    write(project / "sub/add2.txt", b"added too\n")
+    write_file(project / "add.txt", b"added\n")
+    write_file(project / "sub/add2.txt", b"added too\n")
     os.chmod(project / "chmod.txt", 0o600)
 
     def diff(*names: str) -> list[tuple[str, str]]:
@@ -880,9 +841,9 @@ def test_cli_diff(drive: Drive, project: Path) -> None:
 def test_cli_restore_missing_checkpoint(drive: Drive, project: Path) -> None:
     """Restoring a checkpoint that does not exist fails with one clear `motionfs:` line
     naming it, and changes nothing: no auto checkpoint, the live tree as it was."""
-    write(project / "a.txt", b"a\n")
+    write_file(project / "a.txt", b"a\n")
     os.mkdir(project / SNAP / "v1")
-    write(project / "a.txt", b"changed\n")
+    write_file(project / "a.txt", b"changed\n")
     live = describe(project)
     line = cli_run_fails(drive, "restore", project, "no-such-checkpoint")
     assert "no-such-checkpoint" in line
@@ -899,9 +860,9 @@ def test_second_checkpoint_stores_only_what_changed(drive: Drive, project: Path)
     are about one file, and the store's data directory grows by less than 1 MiB."""
     size = 256 * KiB
     for i in range(20):
-        write(project / f"f{i:02}.bin", rand_bytes(size, 100 + i), fsync=True)
+        write_file(project / f"f{i:02}.bin", rand_bytes(size, 100 + i), fsync=True)
     os.mkdir(project / SNAP / "c1")
-    write(project / "f07.bin", rand_bytes(size, 999), fsync=True)
+    write_file(project / "f07.bin", rand_bytes(size, 999), fsync=True)
     subprocess.run(["sync"], check=True)
     before = drive.stored_bytes()
     os.mkdir(project / SNAP / "c2")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import force_unmount, is_mounted
+from helpers import force_unmount
 from motionfs import __version__ as motionfs_version
-from motionfs.daemon import process_alive
+from motionfs.daemon import is_mounted, process_alive
 
 pytestmark = pytest.mark.mount
 

@@ -9,29 +9,24 @@ these reduce to plain write-and-read checks, which keeps the tests themselves ho
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import stat
 import threading
 import time
-from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from helpers import close_quietly, sha256_bytes
+
 if TYPE_CHECKING:
     from conftest import Drive
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_in_chunks(fd: int, data: bytes, rng: random.Random) -> None:
@@ -47,7 +42,7 @@ def write_file(path: Path, data: bytes, rng: random.Random) -> None:
     try:
         write_in_chunks(fd, data, rng)
     except OSError:
-        close_quietly([fd])
+        close_quietly(fd)
         raise
     os.close(fd)
 
@@ -60,16 +55,9 @@ def push_to_daemon(fd: int) -> None:
     time.sleep(0.5)
 
 
-def close_quietly(fds: Iterable[int]) -> None:
-    """Close fds that may belong to a dead mount (close then fails, but frees the fd)."""
-    for fd in fds:
-        with suppress(OSError):
-            os.close(fd)
-
-
 def assert_content(path: Path, digest: str, what: str) -> None:
     assert path.is_file(), f"{what}: {path.name} is missing after the crash"
-    assert sha256(path.read_bytes()) == digest, f"{what}: {path.name} changed by the crash"
+    assert sha256_bytes(path.read_bytes()) == digest, f"{what}: {path.name} changed by the crash"
 
 
 @dataclass(frozen=True)
@@ -100,7 +88,7 @@ def test_closed_and_fsynced_files_survive_kill(drive: Drive, project: Path) -> N
         else:
             os.close(fd)
             how = "closed"
-        written.append(Written(name, how, size, sha256(data)))
+        written.append(Written(name, how, size, sha256_bytes(data)))
 
     half = "half-written.bin"
     fd = os.open(project / half, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -108,7 +96,7 @@ def test_closed_and_fsynced_files_survive_kill(drive: Drive, project: Path) -> N
     write_in_chunks(fd, rng.randbytes(600 * KIB), rng)  # of a 1 MiB file, say
     push_to_daemon(fd)
     drive.kill()
-    close_quietly(open_fds)
+    close_quietly(*open_fds)
     drive.start()
 
     for w in written:
@@ -137,7 +125,7 @@ def test_interrupted_overwrite_keeps_previous_version(drive: Drive, project: Pat
         push_to_daemon(fd)
         drive.kill()
     finally:
-        close_quietly([fd])
+        close_quietly(fd)
     drive.start()
 
     assert path.stat().st_size == len(version1), "the half-written rewrite changed the size"
@@ -184,7 +172,7 @@ def kill_during_writers(
                 return
             with lock:
                 if not killing.is_set():  # close() returned before the kill started
-                    completed[name] = sha256(data)
+                    completed[name] = sha256_bytes(data)
                     done_this_round[tid] += 1
 
     def killer(delay: float) -> None:

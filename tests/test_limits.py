@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import time
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NATIVE, Drive, sha256_of
+from conftest import NATIVE, Drive
+from helpers import sha256_file, write_pattern
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="measures the motionfs daemon")
 
@@ -26,17 +26,6 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def write_pattern(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    block = bytes(range(256)) * (MiB // 256)
-    with open(path, "wb") as f:
-        for i in range(size // MiB):
-            chunk = block[i % 256 :] + block[: i % 256]
-            f.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def test_a_large_file_streams_through_with_bounded_daemon_memory(drive: Drive) -> None:
     """Bounded memory: 768 MiB in, uploaded, evicted, fetched back; the daemon's RSS stays small."""
     project = drive.project("big")
@@ -48,7 +37,7 @@ def test_a_large_file_streams_through_with_bounded_daemon_memory(drive: Drive) -
     (drive.store / "cache").mkdir()
     drive.remount()
     assert drive.proc is not None
-    assert sha256_of(f) == expected
+    assert sha256_file(f) == expected
     peak = peak_rss_mib(drive.proc.pid)
     assert peak < 250, f"daemon peak RSS {peak:.0f} MiB while streaming 768 MiB"
 

@@ -48,7 +48,7 @@ def _canonical(encoder: str) -> str:
     return av.codec.Codec(encoder, "w").canonical_name
 
 
-def _write_video(
+def write_video(
     path: Path,
     fmt: str,
     encoder: str,
@@ -112,7 +112,7 @@ def _encode_tone(
         out.mux(packet)
 
 
-def _write_audio(path: Path, fmt: str, encoder: str, *, seconds: float, rate: int) -> None:
+def write_audio(path: Path, fmt: str, encoder: str, *, seconds: float, rate: int) -> None:
     with av.open(str(path), "w", format=fmt) as out:
         stream = cast(av.AudioStream, out.add_stream(encoder, rate=rate))
         _encode_tone(out, stream, seconds, rate)
@@ -155,7 +155,7 @@ def test_video_fields(tmp_path: Path, case_id: str) -> None:
     case = VIDEO_CASES[case_id]
     encoder = _first_encoder(*case.encoders)
     path = tmp_path / f"clip{case.suffix}"
-    _write_video(path, case.fmt, encoder)
+    write_video(path, case.fmt, encoder)
 
     info = probe(path)
 
@@ -176,7 +176,7 @@ def test_webm_with_vp8_is_webm(tmp_path: Path) -> None:
     """VP8 in WebM (what libvpx writes) is still container webm, codec vp8."""
     encoder = _first_encoder("libvpx")
     path = tmp_path / "clip.webm"
-    _write_video(path, "webm", encoder, seconds=1.0)
+    write_video(path, "webm", encoder, seconds=1.0)
     info = probe(path)
     assert (info.kind, info.container, info.mime_type) == ("video", "webm", "video/webm")
     assert info.video_codec == "vp8"
@@ -189,7 +189,7 @@ def test_mp4_with_audio_track_reports_both_codecs(tmp_path: Path) -> None:
     video = _first_encoder("libx264", "h264", "mpeg4")
     audio = _first_encoder("aac", "libopus", "mp3")
     path = tmp_path / "render.mp4"
-    _write_video(path, "mp4", video, size=(640, 360), fps=25, audio_encoder=audio)
+    write_video(path, "mp4", video, size=(640, 360), fps=25, audio_encoder=audio)
 
     info = probe(path)
 
@@ -227,7 +227,7 @@ def test_audio_fields(tmp_path: Path, case_id: str) -> None:
     case = AUDIO_CASES[case_id]
     encoder = _first_encoder(*case.encoders)
     path = tmp_path / f"tone{case.suffix}"
-    _write_audio(path, case.fmt, encoder, seconds=1.5, rate=case.rate)
+    write_audio(path, case.fmt, encoder, seconds=1.5, rate=case.rate)
 
     info = probe(path)
 
@@ -268,7 +268,7 @@ def test_headerless_mp3_is_confirmed_by_ffmpeg(tmp_path: Path) -> None:
 def test_wav_bitrate_is_pcm_rate(tmp_path: Path) -> None:
     """PCM has an exact bitrate (44.1 kHz x 16 bit x 2 ch = 1411.2 kb/s), so check the value."""
     path = tmp_path / "tone.wav"
-    _write_audio(path, "wav", "pcm_s16le", seconds=1.5, rate=44100)
+    write_audio(path, "wav", "pcm_s16le", seconds=1.5, rate=44100)
     assert probe(path).bitrate_kbps == pytest.approx(1411, abs=2)
 
 
@@ -321,7 +321,7 @@ def test_heif_family_falls_back_to_ffmpeg_for_size(
         pytest.skip(f"PyAV {av.__version__} has no avif muxer to make the sample")
     encoder = _first_encoder("libsvtav1", "libaom-av1", "librav1e")
     path = tmp_path / "still.avif"
-    _write_video(path, "avif", encoder, seconds=1, fps=1, size=(64, 48))
+    write_video(path, "avif", encoder, seconds=1, fps=1, size=(64, 48))
     assert path.read_bytes()[4:12] == b"ftypavif"
     monkeypatch.delitem(media._PILLOW_FORMATS, "avif")
 
@@ -400,7 +400,7 @@ def test_mp4_named_png_is_a_video(tmp_path: Path) -> None:
     """An MP4 saved as x.png is video/mp4 with all its fields: the name is not believed."""
     encoder = _first_encoder("libx264", "h264", "mpeg4")
     path = tmp_path / "x.png"
-    _write_video(path, "mp4", encoder)
+    write_video(path, "mp4", encoder)
 
     info = probe(path)
 
@@ -415,7 +415,7 @@ def test_file_name_patterns_mean_nothing(tmp_path: Path) -> None:
     """FFmpeg never sees the name: "%03d" (its image-sequence pattern) opens no other file."""
     encoder = _first_encoder("libx264", "h264", "mpeg4")
     path = tmp_path / "frame%03d.png"
-    _write_video(path, "mp4", encoder, seconds=1.0)
+    write_video(path, "mp4", encoder, seconds=1.0)
     Image.new("RGB", (8, 8)).save(tmp_path / "frame001.png")
     info = probe(path)
     assert (info.kind, info.container, info.width) == ("video", "mp4", 320)
@@ -429,7 +429,7 @@ def test_file_name_patterns_mean_nothing(tmp_path: Path) -> None:
 def mp4_bytes(tmp_path: Path) -> bytes:
     """A valid 2 s MP4, as bytes to cut up."""
     path = tmp_path / "whole.mp4"
-    _write_video(path, "mp4", _first_encoder("libx264", "h264", "mpeg4"))
+    write_video(path, "mp4", _first_encoder("libx264", "h264", "mpeg4"))
     return path.read_bytes()
 
 
@@ -578,7 +578,7 @@ def test_huge_files_are_probed_in_bounded_time_and_memory(tmp_path: Path, mp4_by
 def test_probe_with_timeout_returns_the_probe(tmp_path: Path) -> None:
     """Within its time, probe_with_timeout gives exactly what probe gives."""
     path = tmp_path / "tone.wav"
-    _write_audio(path, "wav", "pcm_s16le", seconds=1.5, rate=44100)
+    write_audio(path, "wav", "pcm_s16le", seconds=1.5, rate=44100)
     assert probe_with_timeout(path, 30) == probe(path)
 
 

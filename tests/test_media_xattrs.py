@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import NATIVE, Drive
-from test_media import _write_audio, _write_video
+from test_media import write_audio, write_video
 
 pytestmark = pytest.mark.skipif(NATIVE, reason="motionfs metadata")
 
@@ -42,7 +42,7 @@ def film(drive: Drive) -> Drive:
 def test_render_metadata_from_an_h264_mp4(film: Drive, tmp_path: Path) -> None:
     """cp clip.mp4 renders/film/: format, resolution, fps, duration, codec, size, sha256."""
     src = tmp_path / "clip.mp4"
-    _write_video(src, "mp4", "libx264")
+    write_video(src, "mp4", "libx264")
     dst = film.path / "renders" / "film" / "clip.mp4"
     subprocess.run(["cp", str(src), str(dst)], check=True)
     wait_described(dst, "format")
@@ -65,11 +65,11 @@ def test_render_metadata_from_an_h264_mp4(film: Drive, tmp_path: Path) -> None:
 def test_webm_render_and_asset_types_from_content(film: Drive, tmp_path: Path) -> None:
     """A VP9 WebM render; a PNG, a WAV, and a PNG named .mp4 as assets."""
     webm = tmp_path / "clip.webm"
-    _write_video(webm, "webm", "libvpx-vp9")
+    write_video(webm, "webm", "libvpx-vp9")
     png = tmp_path / "logo.png"
     Image.new("RGB", (64, 48), (10, 20, 30)).save(png)
     wav = tmp_path / "tone.wav"
-    _write_audio(wav, "wav", "pcm_s16le", seconds=1.5, rate=44100)
+    write_audio(wav, "wav", "pcm_s16le", seconds=1.5, rate=44100)
     targets = {
         film.path / "renders" / "film" / "clip.webm": webm,
         film.path / "assets" / "logo.png": png,
@@ -99,7 +99,7 @@ def test_garbage_and_truncated_files_are_stored_with_empty_fields(
 ) -> None:
     """Bytes that are no media are never refused: stored intact, unknown fields empty."""
     src = tmp_path / "clip.mp4"
-    _write_video(src, "mp4", "libx264")
+    write_video(src, "mp4", "libx264")
     truncated = src.read_bytes()[:1000]
     garbage = os.urandom(50_000)
     (film.path / "renders" / "film" / "cut.mp4").write_bytes(truncated)

@@ -9,7 +9,6 @@ in moto) and bring it back with `start()` on the same port.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NATIVE, Drive, sha256_of
+from conftest import NATIVE, Drive
+from helpers import motionfs, pattern, sha256_file, write_pattern
 from s3server import S3Server
 from test_trust import kill_during_checkpoint
 
@@ -29,22 +29,6 @@ pytestmark = pytest.mark.skipif(NATIVE, reason="the s3 store of the motionfs dae
 
 MiB = 1 << 20
 LIBRARY_FILES = (".workspace/", ".chuk-motion/", "_meta.json")
-
-
-def pattern(size: int, seed: int) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * (MiB // 32)
-    return (block * (size // len(block) + 1))[:size]
-
-
-def write_pattern(path: Path, size: int, seed: int = 0) -> str:
-    """Write `size` bytes (1 MiB at a time) and return their sha256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        for i in range(0, size, MiB):
-            chunk = pattern(min(MiB, size - i), seed + i // MiB)
-            f.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bucket_files(drive: Drive) -> dict[str, bytes]:
@@ -64,16 +48,6 @@ def drop_cache(drive: Drive) -> None:
     """Forget every local copy (the drive must be unmounted)."""
     shutil.rmtree(drive.store / "cache")
     (drive.store / "cache").mkdir()
-
-
-def motionfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "motionfs", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -181,7 +155,7 @@ def test_ranged_reads_fetch_only_what_is_read(make_drive: Callable[..., Drive]) 
     allocated = parts[0].stat().st_blocks * 512
     assert allocated <= 8 * MiB, f"{allocated} bytes fetched for a 64 KiB read"
 
-    assert sha256_of(f) == expected
+    assert sha256_file(f) == expected
     assert not list((drive.store / "cache").glob("*.part"))  # complete: ordinary cache now
     assert drive.proc is not None
     with open(f"/proc/{drive.proc.pid}/status") as st:
@@ -285,6 +259,7 @@ def test_outage_fsync_fails_then_everything_arrives(
         assert (project / name).read_bytes() == data, name
 
 
+@pytest.mark.mount  # runs `motionfs mount`: needs /dev/fuse
 def test_mount_refuses_an_unreachable_endpoint(own_s3: S3Server, tmp_path: Path) -> None:
     own_s3.stop()
     mnt = tmp_path / "mnt"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import CTX, Harness, ns_of, project, read_file, write_file
-from motionfs.core.tree import Tree
+from motionfs.daemon import Engine
 from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO
 from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH
@@ -23,14 +23,15 @@ from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH
 def test_closed_file_lands_in_the_namespace_at_its_own_path(h: Harness) -> None:
     """Interoperable layout: src/Root.tsx is /src/Root.tsx in its WORKSPACE namespace."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
         src = await tree.mkdir(p, b"src", 0o755, CTX)
-        await write_file(tree, src.ino, b"Root.tsx", b"export {}")
+        await write_file(drive, src.ino, b"Root.tsx", b"export {}")
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
-        assert h.store_bytes(tree, ns, "/src/Root.tsx") == b"export {}"
-        meta = h.store_bytes(tree, ns, MOTION_METADATA_PATH)
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/src/Root.tsx") == b"export {}"
+        meta = h.store_bytes(e, ns, MOTION_METADATA_PATH)
         assert meta is not None and b'"project_name":"p"' in meta
 
     h.run(body)
@@ -39,14 +40,15 @@ def test_closed_file_lands_in_the_namespace_at_its_own_path(h: Harness) -> None:
 def test_names_the_provider_cannot_hold_are_escaped(h: Harness) -> None:
     """`x.meta` would be a sidecar, `.workspace` is the library's: both are escaped."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        await write_file(tree, p, b"x.meta", b"user data")
-        await write_file(tree, p, b".workspace", b"mine")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        await write_file(drive, p, b"x.meta", b"user data")
+        await write_file(drive, p, b".workspace", b"mine")
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
-        assert h.store_bytes(tree, ns, "/x.meta~mfs") == b"user data"
-        assert h.store_bytes(tree, ns, "/.workspace~mfs") == b"mine"
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/x.meta~mfs") == b"user data"
+        assert h.store_bytes(e, ns, "/.workspace~mfs") == b"mine"
 
     h.run(body)
 
@@ -54,18 +56,19 @@ def test_names_the_provider_cannot_hold_are_escaped(h: Harness) -> None:
 def test_renames_and_unlinks_are_mirrored_in_the_store(h: Harness) -> None:
     """Directory renames move the store's subtree; unlink removes the bytes."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
         d = await tree.mkdir(p, b"a", 0o755, CTX)
-        await write_file(tree, d.ino, b"f", b"1")
-        await write_file(tree, p, b"gone", b"2")
+        await write_file(drive, d.ino, b"f", b"1")
+        await write_file(drive, p, b"gone", b"2")
         await tree.rename(p, b"a", p, b"b", 0)
         await tree.unlink(p, b"gone")
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
-        assert h.store_bytes(tree, ns, "/b/f") == b"1"
-        assert h.store_bytes(tree, ns, "/a/f") is None
-        assert h.store_bytes(tree, ns, "/gone") is None
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/b/f") == b"1"
+        assert h.store_bytes(e, ns, "/a/f") is None
+        assert h.store_bytes(e, ns, "/gone") is None
 
     h.run(body)
 
@@ -73,15 +76,16 @@ def test_renames_and_unlinks_are_mirrored_in_the_store(h: Harness) -> None:
 def test_rename_over_existing_file_replaces_it_in_the_store(h: Harness) -> None:
     """The editor pattern: write a temp file, rename it over the original."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        await write_file(tree, p, b"doc", b"old")
-        await write_file(tree, p, b".doc.swp", b"new")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        await write_file(drive, p, b"doc", b"old")
+        await write_file(drive, p, b".doc.swp", b"new")
         await tree.rename(p, b".doc.swp", p, b"doc", 0)
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
-        assert h.store_bytes(tree, ns, "/doc") == b"new"
-        assert h.store_bytes(tree, ns, "/.doc.swp") is None
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/doc") == b"new"
+        assert h.store_bytes(e, ns, "/.doc.swp") is None
 
     h.run(body)
 
@@ -89,15 +93,16 @@ def test_rename_over_existing_file_replaces_it_in_the_store(h: Harness) -> None:
 def test_hard_links_put_the_bytes_at_every_path(h: Harness) -> None:
     """The provider has no links: each link's path holds the content."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"one", b"shared")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"one", b"shared")
         await tree.link(ino, p, b"two")
         await tree.unlink(p, b"one")
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
-        assert h.store_bytes(tree, ns, "/two") == b"shared"
-        assert h.store_bytes(tree, ns, "/one") is None
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/two") == b"shared"
+        assert h.store_bytes(e, ns, "/one") is None
         assert tree.stat(ino).nlink == 1
 
     h.run(body)
@@ -106,20 +111,21 @@ def test_hard_links_put_the_bytes_at_every_path(h: Harness) -> None:
 def test_blob_files_in_assets_and_renders(h: Harness) -> None:
     """A file in assets/ or renders/<project>/ is its own BLOB namespace's /_data."""
 
-    async def body(tree: Tree) -> None:
-        await project(tree, b"film")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        await project(drive, b"film")
         assets = tree.lookup(ROOT_INO, b"assets").ino
         renders = tree.lookup(ROOT_INO, b"renders").ino
         film_renders = tree.lookup(renders, b"film").ino
-        logo = await write_file(tree, assets, b"logo.png", b"\x89PNG")
-        clip = await write_file(tree, film_renders, b"clip.mp4", b"mp4")
+        logo = await write_file(drive, assets, b"logo.png", b"\x89PNG")
+        clip = await write_file(drive, film_renders, b"clip.mp4", b"mp4")
         await tree.journal.drain_all()
-        assert h.store_bytes(tree, ns_of(tree, logo), BLOB_DATA_PATH) == b"\x89PNG"
-        assert h.store_bytes(tree, ns_of(tree, clip), BLOB_DATA_PATH) == b"mp4"
-        assert ns_of(tree, logo) != ns_of(tree, clip)
-        with pytest.raises(FsError) as e:
-            await tree.create(renders, b"loose.mp4", 0o644, os.O_WRONLY, CTX)
-        assert e.value.errno == errno.EPERM
+        assert h.store_bytes(e, ns_of(drive, logo), BLOB_DATA_PATH) == b"\x89PNG"
+        assert h.store_bytes(e, ns_of(drive, clip), BLOB_DATA_PATH) == b"mp4"
+        assert ns_of(drive, logo) != ns_of(drive, clip)
+        with pytest.raises(FsError) as err:
+            await drive.create(renders, b"loose.mp4", 0o644, os.O_WRONLY, CTX)
+        assert err.value.errno == errno.EPERM
 
     h.run(body)
 
@@ -127,15 +133,16 @@ def test_blob_files_in_assets_and_renders(h: Harness) -> None:
 def test_layout_refusals(h: Harness) -> None:
     """The fixed layout refuses files, removal and moves across namespaces."""
 
-    async def body(tree: Tree) -> None:
-        a = await project(tree, b"a")
-        b = await project(tree, b"b")
-        await write_file(tree, a, b"f", b"x")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        a = await project(drive, b"a")
+        b = await project(drive, b"b")
+        await write_file(drive, a, b"f", b"x")
         projects = tree.lookup(ROOT_INO, b"projects").ino
         shared_projects = tree.lookup(tree.lookup(ROOT_INO, b"shared").ino, b"projects").ino
         cases = [
-            (tree.create(ROOT_INO, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
-            (tree.create(projects, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
+            (drive.create(ROOT_INO, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
+            (drive.create(projects, b"f", 0o644, os.O_WRONLY, CTX), errno.EPERM),
             (tree.rmdir(ROOT_INO, b"projects"), errno.EPERM),
             (tree.rename(a, b"f", b, b"f", 0), errno.EXDEV),
             (tree.rename(projects, b"a", shared_projects, b"a", 0), errno.EXDEV),
@@ -143,9 +150,9 @@ def test_layout_refusals(h: Harness) -> None:
             (tree.rmdir(projects, b"a"), errno.ENOTEMPTY),
         ]
         for call, expected in cases:
-            with pytest.raises(FsError) as e:
+            with pytest.raises(FsError) as err:
                 await call
-            assert e.value.errno == expected
+            assert err.value.errno == expected
 
     h.run(body)
 
@@ -153,11 +160,12 @@ def test_layout_refusals(h: Harness) -> None:
 def test_removing_a_project_destroys_its_namespace_and_bytes(h: Harness) -> None:
     """rm -r projects/x: the namespace leaves the index and its files the disk."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        await write_file(tree, p, b"f", b"x" * 1000)
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        await write_file(drive, p, b"f", b"x" * 1000)
         await tree.journal.drain_all()
-        ns = ns_of(tree, p)
+        ns = ns_of(drive, p)
         record = tree.index.namespace(ns)
         assert record is not None
         root = Path(record.provider_config["root_path"])
@@ -176,13 +184,15 @@ def test_restart_reattaches_and_reads_evicted_content_from_the_store(h: Harness)
     """The index is the registry: a new daemon finds every namespace and its bytes."""
     found: dict[str, int] = {}
 
-    async def first(tree: Tree) -> None:
-        p = await project(tree)
-        found["ino"] = await write_file(tree, p, b"f", b"persisted")
+    async def first(e: Engine) -> None:
+        drive = e.drive
+        p = await project(drive)
+        found["ino"] = await write_file(drive, p, b"f", b"persisted")
 
-    async def second(tree: Tree) -> None:
-        tree.cache.drop_all(found["ino"])  # as if evicted
-        assert await read_file(tree, found["ino"]) == b"persisted"
+    async def second(e: Engine) -> None:
+        drive = e.drive
+        e.cache.drop_all(found["ino"])  # as if evicted
+        assert await read_file(drive, found["ino"]) == b"persisted"
 
     h.run(first)
     h.run(second)
@@ -192,16 +202,18 @@ def test_unsealed_writes_are_dropped_after_a_crash(h: Harness) -> None:
     """A rewrite still open at a crash never replaces the last closed version."""
     found: dict[str, int] = {}
 
-    async def first(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"version one")
+    async def first(e: Engine) -> None:
+        drive = e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"version one")
         found["ino"] = ino
-        fh = await tree.open(ino, os.O_RDWR)
-        await tree.write(fh, 0, b"HALF")
+        fh = await drive.open(ino, os.O_RDWR)
+        await drive.write(fh, 0, b"HALF")
         # no flush/release: the daemon "dies" here
 
-    async def second(tree: Tree) -> None:
-        assert await read_file(tree, found["ino"]) == b"version one"
+    async def second(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        assert await read_file(drive, found["ino"]) == b"version one"
         assert tree.stat(found["ino"]).size == len(b"version one")
 
     h.run(first, drain=False)
@@ -211,14 +223,15 @@ def test_unsealed_writes_are_dropped_after_a_crash(h: Harness) -> None:
 def test_fsync_returns_after_the_store_has_the_bytes(h: Harness) -> None:
     """fsync waits for its upload: the namespace holds the data when it returns."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        fh, inode = await tree.create(p, b"f", 0o644, os.O_RDWR, CTX)
-        await tree.write(fh, 0, b"durable")
-        await tree.fsync(fh)
-        assert h.store_bytes(tree, ns_of(tree, p), "/f") == b"durable"
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        fh, inode = await drive.create(p, b"f", 0o644, os.O_RDWR, CTX)
+        await drive.write(fh, 0, b"durable")
+        await drive.fsync(fh)
+        assert h.store_bytes(e, ns_of(drive, p), "/f") == b"durable"
         assert not tree.index.pending_puts(inode.ino)
-        await tree.release(fh)
+        await drive.release(fh)
 
     h.run(body)
 
@@ -226,17 +239,18 @@ def test_fsync_returns_after_the_store_has_the_bytes(h: Harness) -> None:
 def test_copy_on_write_keeps_the_sealed_generation_intact(h: Harness) -> None:
     """Writes after a seal go to a new generation; the sealed one is untouched."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"abcdef")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"abcdef")
         sealed = tree.stat(ino).content_gen
-        fh = await tree.open(ino, os.O_RDWR)
-        await tree.write(fh, 2, b"XY")
-        assert tree.cache.path(ino, sealed).read_bytes() == b"abcdef"
-        assert await tree.read(fh, 0, 100) == b"abXYef"
-        await tree.release(fh)
+        fh = await drive.open(ino, os.O_RDWR)
+        await drive.write(fh, 2, b"XY")
+        assert e.cache.path(ino, sealed).read_bytes() == b"abcdef"
+        assert await drive.read(fh, 0, 100) == b"abXYef"
+        await drive.release(fh)
         assert tree.stat(ino).content_gen == sealed + 1
-        assert not tree.cache.path(ino, sealed).exists()
+        assert not e.cache.path(ino, sealed).exists()
 
     h.run(body)
 
@@ -244,14 +258,15 @@ def test_copy_on_write_keeps_the_sealed_generation_intact(h: Harness) -> None:
 def test_truncate_without_a_handle_and_modes(h: Harness) -> None:
     """truncate(2) seals at once; chmod keeps the file type bits."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"0123456789")
-        node = await tree.setattr(ino, size=4, mode=0o600)
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"0123456789")
+        node = await drive.setattr(ino, size=4, mode=0o600)
         assert node.size == 4 and stat.S_ISREG(node.mode) and stat.S_IMODE(node.mode) == 0o600
-        assert await read_file(tree, ino) == b"0123"
+        assert await read_file(drive, ino) == b"0123"
         await tree.journal.drain_all()
-        assert h.store_bytes(tree, ns_of(tree, p), "/f") == b"0123"
+        assert h.store_bytes(e, ns_of(drive, p), "/f") == b"0123"
 
     h.run(body)
 
@@ -259,8 +274,9 @@ def test_truncate_without_a_handle_and_modes(h: Harness) -> None:
 def test_xattrs_limits(h: Harness) -> None:
     """Values over 64 KiB are E2BIG, system.* (ACLs) ENOTSUP, missing ENODATA."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
         tree.setxattr(p, b"user.k", b"v")
         assert tree.getxattr(p, b"user.k") == b"v"
         assert tree.listxattr(p) == [b"user.k"]
@@ -268,13 +284,13 @@ def test_xattrs_limits(h: Harness) -> None:
             (b"user.big", b"x" * 65537, errno.E2BIG),
             (b"system.posix_acl_access", b"", errno.ENOTSUP),
         ]:
-            with pytest.raises(FsError) as e:
+            with pytest.raises(FsError) as err:
                 tree.setxattr(p, name, value)
-            assert e.value.errno == expected
+            assert err.value.errno == expected
         tree.removexattr(p, b"user.k")
-        with pytest.raises(FsError) as e:
+        with pytest.raises(FsError) as err:
             tree.getxattr(p, b"user.k")
-        assert e.value.errno == errno.ENODATA
+        assert err.value.errno == errno.ENODATA
 
     h.run(body)
 
@@ -284,19 +300,20 @@ def test_local_upload_shares_the_sealed_file_and_never_rewrites_it(h: Harness) -
     file seals a new generation and replaces the store's file by rename, so the
     bytes the store held before (and anyone reading them) never change."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"version one")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"version one")
         await tree.journal.drain_all()
-        host = tree.storage.direct(ns_of(tree, p))
+        host = tree.storage.direct(ns_of(drive, p))
         assert host is not None
         stored = host.host("/f")
         gen = tree.stat(ino).content_gen
-        assert os.path.samefile(stored, tree.cache.path(ino, gen))
+        assert os.path.samefile(stored, e.cache.path(ino, gen))
         with open(stored, "rb") as before:
-            fh = await tree.open(ino, os.O_RDWR)
-            await tree.write(fh, 0, b"VERSION")
-            await tree.release(fh)
+            fh = await drive.open(ino, os.O_RDWR)
+            await drive.write(fh, 0, b"VERSION")
+            await drive.release(fh)
             assert before.read() == b"version one"  # not yet uploaded, never in place
             await tree.journal.drain_all()
             before.seek(0)
@@ -312,18 +329,19 @@ def test_content_hashes_are_computed_on_first_need(h: Harness) -> None:
     it from the content, and a new seal forgets it."""
     import hashlib
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"hash me")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"hash me")
         await tree.journal.drain_all()
         node = tree.stat(ino)
         assert node.stored_gen == node.content_gen and node.sha256 is None
         hashed = await tree.ensure_sha256(node)
         assert hashed.sha256 == hashlib.sha256(b"hash me").hexdigest()
         assert tree.stat(ino).sha256 == hashed.sha256
-        fh = await tree.open(ino, os.O_WRONLY | os.O_TRUNC)
-        await tree.write(fh, 0, b"other")
-        await tree.release(fh)
+        fh = await drive.open(ino, os.O_WRONLY | os.O_TRUNC)
+        await drive.write(fh, 0, b"other")
+        await drive.release(fh)
         assert tree.stat(ino).sha256 is None
         assert (await tree.ensure_sha256(tree.stat(ino))).sha256 == (
             hashlib.sha256(b"other").hexdigest()
@@ -335,13 +353,14 @@ def test_content_hashes_are_computed_on_first_need(h: Harness) -> None:
 def test_deleted_files_leave_nothing_in_the_cache(h: Harness) -> None:
     """A purged inode's cache files go (without scanning the cache)."""
 
-    async def body(tree: Tree) -> None:
-        p = await project(tree)
-        ino = await write_file(tree, p, b"f", b"bytes")
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        ino = await write_file(drive, p, b"f", b"bytes")
         gen = tree.stat(ino).content_gen
         await tree.unlink(p, b"f")
         tree.forget(ino, 1)
-        assert not tree.cache.path(ino, gen).exists()
+        assert not e.cache.path(ino, gen).exists()
         assert tree.index.get(ino) is None
 
     h.run(body)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import sha256_of
+from helpers import sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from conftest import Drive
@@ -273,13 +273,7 @@ def test_fsck_full_finds_overwritten_bytes(drive: Drive) -> None:
     code, report = fsck(drive, "--full", "--repair")
     assert code == 1, problems(report)
     drive.start()
-    assert sha256_of(project / "a.bin") == sha256_of_bytes(data)
-
-
-def sha256_of_bytes(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
+    assert sha256_file(project / "a.bin") == sha256_bytes(data)
 
 
 # -- orphans, temp files and a lost index ------------------------------------------------

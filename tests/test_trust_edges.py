@@ -15,18 +15,17 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import NATIVE, force_unmount, needs_tool
+from conftest import NATIVE, needs_tool
+from helpers import close_quietly, motionfs
 from motionfs.daemon import is_mounted
 from motionfs.meta.sqlite import Index
 
@@ -37,25 +36,6 @@ pytestmark = [pytest.mark.mount, pytest.mark.skipif(NATIVE, reason="the motionfs
 
 KIB = 1024
 NOBODY = "65534"
-
-
-def motionfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the command line; a mount that should have been refused but serves in the
-    foreground is unmounted, so the call returns and the test fails."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "motionfs", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if args[0] == "mount":
-            force_unmount(Path(args[1]))
-        out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def refused_mount(mountpoint: Path, store: Path, *words: str) -> str:
@@ -128,11 +108,6 @@ def fill(directory: Path, leave: int = 0) -> None:
         os.close(fd)
     if leave:
         os.truncate(filler, max(0, filler.stat().st_size - leave))
-
-
-def close_quietly(fd: int) -> None:
-    with suppress(OSError):
-        os.close(fd)
 
 
 @pytest.fixture

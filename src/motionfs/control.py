@@ -74,7 +74,7 @@ def request(store: Path, payload: dict[str, Any], timeout: float = 3600) -> Any:
 
 
 class ControlServer:
-    def __init__(self, drive: Drive, store: Path) -> None:
+    def __init__(self, drive: Drive, catalog: Catalog, store: Path) -> None:
         self.drive = drive
         self.store = store
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -84,7 +84,7 @@ class ControlServer:
             "checkpoint.restore": self._restore,
             "checkpoint.diff": self._diff,
         }
-        self.catalog = Catalog(drive)
+        self.catalog = catalog
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -43,6 +43,7 @@ from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import SnapshotView
 from motionfs.meta.sqlite import Index
+from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
 from motionfs.store.storage import Storage
@@ -358,16 +359,26 @@ def setup_logging(store: Path, foreground: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class Daemon:
-    def __init__(self, opts: MountOptions, check_store: bool = True) -> None:
-        """check_store=False skips check_identity, for fsck: it opens an index
-        the mount refuses in order to rebuild it."""
+class Engine:
+    """Everything a mount serves but the kernel: index, store, cache, journal,
+    tree, checkpoints, `.snapshots` views, motion metadata, catalog, the drive
+    and its control socket. Built here once, so the daemon, fsck, the Python
+    API and the fast tests run the same wiring in the same order.
+
+    check_store=False skips check_identity, for fsck: it opens an index the
+    mount refuses in order to rebuild it. `owner` is the (uid, gid) the tree
+    serves as (the daemon's own by default).
+    """
+
+    def __init__(
+        self,
+        opts: MountOptions,
+        check_store: bool = True,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
         self.opts = opts
         self.check_store = check_store
-        self.stopping = False  # a signal asked for a lazy unmount
-        # The FUSE loop and the drain after an unmount, which a signal cuts short.
-        self._serving = trio.CancelScope()
-        self._draining = trio.CancelScope()
+        uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
         self.index = open_index(opts.store / INDEX_FILE)
         try:
             secure_store(opts.store)
@@ -390,18 +401,19 @@ class Daemon:
             self.bridge,
             self.journal,
             self.cache,
-            TreeConfig(
-                user=opts.user, uid=os.getuid(), gid=os.getgid(), io_timeout=opts.io_timeout
-            ),
+            TreeConfig(user=opts.user, uid=uid, gid=gid, io_timeout=opts.io_timeout),
         )
-        view = SnapshotView(self.tree, Checkpoints(self.tree), visible=opts.snapdir_visible)
+        self.checkpoints = Checkpoints(self.tree)
+        self.view = SnapshotView(self.tree, self.checkpoints, visible=opts.snapdir_visible)
         self.motion = MotionMetadata(self.tree)
         self.expiry = Expiry(self.tree, opts.scratch_ttl_hours * 3600)
         self.journal.on_stored = self.motion.stored
-        self.drive = Drive(self.tree, view, self.motion)
-        self.control = ControlServer(self.drive, opts.store)
+        self.drive = Drive(self.tree, self.view, self.motion)
+        self.catalog = Catalog(self.drive)
+        self.control = ControlServer(self.drive, self.catalog, opts.store)
 
     def prepare(self) -> None:
+        """Start the store, check it is this index's, lay out and recover the tree."""
         try:
             self.bridge.run(self.storage.start)
             if self.check_store:
@@ -410,6 +422,38 @@ class Daemon:
             raise SetupError(str(e)) from e
         self.tree.ensure_layout()
         self.tree.recover()
+
+    async def start_services(self, nursery: trio.Nursery) -> None:
+        """The background services: store journal, cache eviction, control
+        socket (listening when this returns), media probing, scratch expiry."""
+        nursery.start_soon(self.journal.run, nursery)
+        nursery.start_soon(self._evict_forever)
+        await nursery.start(self.control.serve)
+        nursery.start_soon(self.motion.run)
+        nursery.start_soon(self.expiry.run)
+
+    async def _evict_forever(self) -> None:
+        while True:
+            await trio.sleep(EVICT_INTERVAL)
+            usage = await trio.to_thread.run_sync(self.cache.usage)
+            self.tree.content.evict(usage)
+
+    def close(self) -> None:
+        """Stop the store and close the index (after the services have stopped)."""
+        self.bridge.run(self.storage.stop)
+        self.bridge.close()
+        self.index.close()
+
+
+class Daemon(Engine):
+    """The engine served through the kernel: the mount, signals, a clean exit."""
+
+    def __init__(self, opts: MountOptions, check_store: bool = True) -> None:
+        self.stopping = False  # a signal asked for a lazy unmount
+        # The FUSE loop and the drain after an unmount, which a signal cuts short.
+        self._serving = trio.CancelScope()
+        self._draining = trio.CancelScope()
+        super().__init__(opts, check_store)
 
     def mount(self) -> None:
         options = set(pyfuse3.default_options)
@@ -427,11 +471,7 @@ class Daemon:
     async def _run_services(self, main: Callable[[], Awaitable[None]], signals: bool) -> None:
         """Background services around `main`; when it returns, flush and stop."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.journal.run, nursery)
-            nursery.start_soon(self._evict_forever)
-            await nursery.start(self.control.serve)
-            nursery.start_soon(self.motion.run)
-            nursery.start_soon(self.expiry.run)
+            await self.start_services(nursery)
             if signals:
                 nursery.start_soon(self._stop_on_signal)
             await main()
@@ -502,21 +542,13 @@ class Daemon:
                 pyfuse3.terminate()
                 self._serving.deadline = trio.current_time() + STOP_GRACE
 
-    async def _evict_forever(self) -> None:
-        while True:
-            await trio.sleep(EVICT_INTERVAL)
-            usage = await trio.to_thread.run_sync(self.cache.usage)
-            self.tree.content.evict(usage)
-
     def close(self, mounted: bool = True) -> None:
         if mounted:
             try:
                 pyfuse3.close(unmount=True)
             except Exception:
                 log.exception("pyfuse3.close failed")
-        self.bridge.run(self.storage.stop)
-        self.bridge.close()
-        self.index.close()
+        super().close()
 
 
 def raise_read_ahead(mountpoint: Path) -> None:
