@@ -9,7 +9,9 @@ own filesystem (remount/kill become no-ops there).
 
 The suites in S3_SUITES run twice, on the local store (`[local]`) and on an
 s3 store in a moto server on 127.0.0.1 (`[s3]`; one server for the session,
-a key prefix per drive): `scripts/test -k s3` runs only the s3 side.
+a key prefix per drive): `scripts/test -k s3` runs only the s3 side. The
+suites in MEMORY_SUITES also run on a memory:// store (`[memory]`); there a
+test that needs its content to outlive an unmount is skipped at that point.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ S3_SUITES = {
     "test_s3",
     "test_trust",
 }
+# Mount-level suites that also run on a memory:// store (`[memory]`): all but
+# what needs the store to outlive an unmount.
+MEMORY_SUITES = {"test_posix", "test_posix_attrs", "test_model", "test_checkpoints"}
 
 
 class Drive:
@@ -59,8 +64,10 @@ class Drive:
         args: list[str] | None = None,
         s3: S3Server | None = None,
         remote: str | None = None,
+        memory: bool = False,
     ) -> None:
         self.path = mountpoint
+        self.memory = memory  # memory://: `store` is its private folder, gone at unmount
         self.store = store  # the local store directory (an s3 store's index directory)
         self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,8 +81,19 @@ class Drive:
         assert self.s3 is not None and self.remote is not None
         return self.remote.removeprefix(f"s3://{self.s3.bucket}/") + "/"
 
+    @property
+    def persistent(self) -> bool:
+        """Whether the content outlives an unmount (not on a memory:// store)."""
+        return not self.memory
+
+    def require_persistence(self) -> None:
+        if not self.persistent:
+            pytest.skip("a memory:// store keeps nothing across an unmount")
+
     def stored_bytes(self) -> int:
         """Bytes the store holds: the bucket's objects, or the data directory's files."""
+        if self.memory:
+            pytest.skip("a memory:// store's bytes are in the daemon's RAM, not countable here")
         if self.s3 is not None:
             return sum(self.s3.objects(self.s3_prefix).values())
         total = 0
@@ -85,6 +103,8 @@ class Drive:
         return total
 
     def store_args(self) -> list[str]:
+        if self.memory:
+            return ["--store", "memory://", "--index", str(self.store)]
         if self.remote is None:
             return ["--store", str(self.store)]
         assert self.s3 is not None
@@ -166,10 +186,12 @@ class Drive:
         force_unmount(self.path)
 
     def remount(self) -> None:
+        self.require_persistence()
         self.unmount()
         self.start()
 
     def crash_and_remount(self) -> None:
+        self.require_persistence()
         self.kill()
         self.start()
 
@@ -203,7 +225,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """ "local" or "s3": which store the drives of this test use."""
+    """ "local", "s3" or "memory": which store the drives of this test use."""
     return str(getattr(request, "param", "local"))
 
 
@@ -260,6 +282,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if local_only:
             return
         kinds = ["s3"] if module == "test_s3" else ["local", "s3"]
+        if module in MEMORY_SUITES:
+            kinds.append("memory")
         metafunc.parametrize("store_kind", kinds, indirect=True)
 
 
@@ -278,7 +302,8 @@ def make_drive(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) 
         if s3 is not None:
             known = [d.remote for d in drives if d.store == store]
             remote = known[0] if known else s3.store_url(f"t-{uuid.uuid4().hex[:10]}")
-        drive = Drive(mountpoint, store, list(args), s3=s3, remote=remote)
+        memory = store_kind == "memory"
+        drive = Drive(mountpoint, store, list(args), s3=s3, remote=remote, memory=memory)
         drives.append(drive)
         drive.start()
         return drive

@@ -463,15 +463,37 @@ def test_version(cli: Cli) -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"motionfs, version {motionfs_version}"
 
 
-@pytest.mark.parametrize("address", ["memory://", "sqlite:///tmp/one.db", "ftp://host/x"])
+@pytest.mark.parametrize("address", ["memory://x", "sqlite:///tmp/one.db", "ftp://host/x"])
 def test_store_addresses_that_are_not_folders_are_refused(cli: Cli, address: str) -> None:
-    """A URL is never taken for a relative folder name (`memory:` in the cwd)."""
+    """A URL is never taken for a relative folder name (`ftp:` in the cwd)."""
     before = set(cli.tmp.iterdir())
     for command, status in ((["mount", str(cli.tmp / "mnt")], 1), (["fsck"], 8)):
         done = cli.run(*command, "--store", address)
         assert done.returncode == status
         assert done.stderr.strip().count("\n") == 0 and "unsupported store" in done.stderr
     assert set(cli.tmp.iterdir()) == before
+
+
+def test_memory_store_is_a_ram_drive(cli: Cli) -> None:
+    """`--store memory://` says at mount that its content goes at unmount, `status` names
+    it, unmounting leaves no private folder behind, mounting again starts empty, and fsck
+    refuses it in one line."""
+    mp, private = cli.mountpoint("mnt"), cli.tmp / "private"
+    done = cli.mount(mp, "--store", "memory://", "--index", str(private))
+    assert "memory://: a RAM drive, everything in it is gone at unmount" in done.stdout
+    (mp / "projects" / "film").mkdir()
+    (mp / "projects" / "film" / "cut.txt").write_bytes(b"x" * 5000)
+    assert (mp / "projects" / "film" / "cut.txt").read_bytes() == b"x" * 5000
+    row = cli.record(mp)
+    assert row["store"] == "memory://" and row["index"] == str(private)
+    assert cli.umount(mp).returncode == 0
+    assert not private.exists()
+    cli.mount(mp, "--store", "memory://", "--index", str(private))
+    assert os.listdir(mp / "projects") == []
+    assert cli.umount(mp).returncode == 0
+    done = cli.run("fsck", "--store", "memory://")
+    assert done.returncode == 8 and "nothing to check" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
 
 
 def test_api_expands_the_home_folder(tmp_path: Path) -> None:

@@ -847,3 +847,24 @@ def test_s3_provider_reports_an_outage_as_missing(tmp_path: Path) -> None:
                 await storage.stop()
 
         asyncio.run(body())
+
+
+def test_memory_provider_mv_of_a_folder_keeps_both_and_reports_failure() -> None:
+    """The memory provider's mv of a non-empty folder copies it, then fails to
+    delete the source and returns False: VfsBackend.move moves folders entry by
+    entry (and a file's mv works)."""
+
+    async def main() -> None:
+        vfs = AsyncVirtualFileSystem("memory")
+        await vfs.initialize()
+        assert await vfs.mkdir("/a")
+        assert await vfs.write_file("/a/x", b"hello")
+        assert await vfs.mv("/a", "/b") is False
+        assert await vfs.exists("/a") and await vfs.ls("/b") == ["x"]
+        assert await vfs.mv("/b/x", "/b/y") is True
+        assert await vfs.ls("/b") == ["y"]
+        other = AsyncVirtualFileSystem("memory")  # each instance is its own RAM
+        await other.initialize()
+        assert await other.ls("/") == []
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ until it is one or the other. The user's home is a temporary folder, so `~`,
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -59,6 +60,7 @@ RUN = {
     ("python", "import asyncio"),
     ("sh", "cd ~/Motion"),
     ("sh", "export AWS_ACCESS_KEY_ID=..."),
+    ("sh", "motionfs mount ~/Scratch --store memory://"),
 }
 
 
@@ -199,3 +201,47 @@ def test_readme_s3_example(tmp_path: Path, s3_server: S3Server) -> None:
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert any(k.endswith("/notes.txt") for k in keys), keys
     assert "motion/store.json" in keys
+
+
+def test_readme_memory_example(tmp_path: Path) -> None:
+    """The memory store's block as written: a RAM drive, and nothing left after unmount."""
+    script = block("sh", "motionfs mount ~/Scratch --store memory://")
+    env = dict(os.environ, HOME=str(tmp_path))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    scratch = tmp_path / "Scratch"
+    scratch.mkdir()
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "RAM drive" in done.stdout
+        (scratch / "projects" / "tmp").mkdir()
+        (scratch / "projects" / "tmp" / "a.txt").write_text("gone soon\n")
+        listed = subprocess.run(
+            [sys.executable, "-m", "motionfs", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        private = next(
+            Path(r["index"]) for r in json.loads(listed.stdout) if r["mountpoint"] == str(scratch)
+        )
+        assert private.is_dir()
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "motionfs", "umount", str(scratch)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        if is_mounted(scratch):
+            subprocess.run(["fusermount3", "-u", "-z", str(scratch)], capture_output=True)
+    assert not private.exists()
+    assert os.listdir(scratch) == []

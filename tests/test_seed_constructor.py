@@ -4,6 +4,7 @@ and what cannot be served is refused with a clear error instead of ignored."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,15 +60,37 @@ def test_s3_store_from_provider_config(tmp_path: Path, s3_server: S3Server) -> N
     assert any(k.endswith("/_data") and size == 6000 for k, size in keys.items()), keys
 
 
+def test_memory_store_is_gone_at_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MEMORY (the seed's default): an ephemeral in-process store; its records say memory,
+    and cleanup() leaves nothing behind, not even the private folder of its index."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where private folders go
+
+    async def body() -> None:
+        async with ArtifactStorageManager(ProviderType.MEMORY, user_id="al") as api:
+            assert api.store.is_relative_to(tmp_path) and api.store.is_dir()
+            project = await api.create_project("film", "tech", 30, 1920, 1080)
+            assert project.namespace_info.provider_type is ProviderType.MEMORY
+            ns = project.namespace_info.namespace_id
+            render = await api.store_render(ns, b"frames" * 100, "mp4", "64x48", 30, 1.0)
+            got = await api.read_render_data(render.namespace_info.namespace_id)
+            assert got == b"frames" * 100
+            assert [p.metadata.project_name for p in await api.list_projects()] == ["film"]
+        async with ArtifactStorageManager(ProviderType.MEMORY, user_id="al") as api:
+            assert await api.list_projects() == []
+
+    asyncio.run(body())
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("provider_type", "config", "store", "message"),
     [
-        (ProviderType.MEMORY, {}, None, "not available yet"),
+        (ProviderType.MEMORY, {"size": "1G"}, None, "unknown provider_config"),
         (ProviderType.SQLITE, {"db_path": "/tmp/x.db"}, None, "not available yet"),
         (ProviderType.S3, {}, None, "bucket_name"),
         (ProviderType.S3, {"bucket_name": "b", "region": "x"}, None, "unknown provider_config"),
         (ProviderType.FILESYSTEM, {"root": "/x"}, None, "unknown provider_config"),
-        (ProviderType.FILESYSTEM, {}, "memory://", "unsupported store address"),
+        (ProviderType.FILESYSTEM, {}, "memory://x", "unsupported store address"),
         (ProviderType.FILESYSTEM, {}, "sqlite:///tmp/one.db", "unsupported store address"),
     ],
 )

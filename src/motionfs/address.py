@@ -2,15 +2,20 @@
 the seed constructor's `provider_type` and `provider_config`) into a store.
 
 A store is a local directory (the filesystem provider; the index, cache and
-log live in it) or an s3 bucket and prefix (the bytes live there; the index,
-cache and log live in a local index directory). Anything else is refused in
-one line, never turned into a folder with a strange name.
+log live in it), an s3 bucket and prefix (the bytes live there; the index,
+cache and log live in a local index directory), or `memory://` (a RAM drive:
+the bytes live in the serving process, the index and cache in a private
+temporary folder, and all of it is gone at unmount). Anything else is refused
+in one line, never turned into a folder with a strange name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +27,19 @@ from motionfs.motion.models import ProviderType
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 SEED_S3_KEYS = {"bucket_name", "bucket", "prefix", "endpoint_url", "index"}
 SEED_FILESYSTEM_KEYS = {"store", "root_path"}
+MEMORY = "memory://"
 
 
 def default_store() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "motionfs"
+
+
+def memory_dir(mountpoint: Path) -> Path:
+    """The private folder of a memory store mounted at `mountpoint`: the same
+    for the command that starts the daemon and the daemon itself."""
+    key = hashlib.sha256(str(mountpoint.absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"motionfs-memory-{os.getuid()}-{key}"
 
 
 def default_s3_index(url: str) -> Path:
@@ -36,12 +49,20 @@ def default_s3_index(url: str) -> Path:
 
 
 class StoreAddress(BaseModel):
-    """A store: its local directory (the store, or an s3 store's index) and,
-    for s3, the bucket address and endpoint."""
+    """A store: its local directory (the store, or the index directory of an
+    s3 or memory store) and, for s3, the bucket address and endpoint."""
 
     local: Path
     s3_url: str | None = None
     s3_endpoint: str | None = None
+    memory: bool = False
+
+    @property
+    def shown(self) -> str:
+        """How messages name the store."""
+        if self.s3_url:
+            return f"{self.s3_url}, index {self.local}"
+        return MEMORY if self.memory else str(self.local)
 
     @classmethod
     def parse(
@@ -49,19 +70,33 @@ class StoreAddress(BaseModel):
         store: str | Path | None,
         index_dir: str | Path | None = None,
         s3_endpoint: str | None = None,
+        mountpoint: Path | None = None,
     ) -> StoreAddress:
-        """`--store` (a folder, `s3://BUCKET/PREFIX` or nothing for the default),
-        `--index` and `--s3-endpoint` as the command line takes them."""
+        """`--store` (a folder, `s3://BUCKET/PREFIX`, `memory://` or nothing for
+        the default), `--index` and `--s3-endpoint` as the command line takes
+        them; `mountpoint` names a memory store's private folder."""
         text = None if store is None else str(store)
         if text is not None and text.startswith("s3://"):
             local = Path(index_dir).expanduser() if index_dir else default_s3_index(text)
             return cls(local=local.absolute(), s3_url=text, s3_endpoint=s3_endpoint)
+        if text == MEMORY:
+            if s3_endpoint is not None:
+                raise SetupError("--s3-endpoint is for an s3://BUCKET/PREFIX store")
+            if index_dir is not None:
+                local = Path(index_dir).expanduser()
+            elif mountpoint is not None:
+                local = memory_dir(mountpoint)
+            else:  # the Python API's own, made when its engine starts
+                local = Path(tempfile.gettempdir()) / f"motionfs-memory-{uuid.uuid4().hex}"
+            return cls(local=local.absolute(), memory=True)
         if text is not None and SCHEME.match(text):
             raise SetupError(
-                f"unsupported store address {text}: use a folder or s3://BUCKET/PREFIX"
+                f"unsupported store address {text}: use a folder, s3://BUCKET/PREFIX or memory://"
             )
         if index_dir is not None or s3_endpoint is not None:
-            raise SetupError("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
+            raise SetupError(
+                "--index is for an s3:// or memory:// store, --s3-endpoint for an s3:// one"
+            )
         local = Path(text).expanduser() if text else default_store()
         return cls(local=local.absolute())
 
@@ -83,9 +118,12 @@ class StoreAddress(BaseModel):
             prefix = str(config.get("prefix", "")).strip("/")
             url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
             return cls.parse(url, store or config.get("index"), config.get("endpoint_url"))
+        if provider_type is ProviderType.MEMORY:
+            _only(config, set(), provider_type)
+            return cls.parse(MEMORY, store)
         raise SetupError(
-            f"{provider_type.value} stores are not available yet: "
-            f"use {ProviderType.FILESYSTEM.value} or {ProviderType.S3.value}"
+            f"{provider_type.value} stores are not available yet: use vfs-filesystem, "
+            "vfs-s3 or vfs-memory"
         )
 
 

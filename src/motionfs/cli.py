@@ -18,23 +18,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from motionfs import __version__, control, daemon, fsck
+from motionfs.address import MEMORY, StoreAddress
 from motionfs.errors import SetupError
 from motionfs.meta import open_engine
 from motionfs.meta.engine import MetaEngine
 
 T = TypeVar("T")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def default_store() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "motionfs"
-
-
-def default_s3_index(url: str) -> Path:
-    """Where an s3 store's index, cache and log live unless --index says otherwise."""
-    rest = url.removeprefix("s3://").strip("/")
-    return default_store() / "s3" / rest.replace("/", "%")
 
 
 def parse_size(text: str) -> int:
@@ -115,14 +105,15 @@ def mount(
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
     try:
-        local, s3_url = _store_location(store, index_dir, s3_endpoint)
+        address = StoreAddress.parse(store, index_dir, s3_endpoint, mountpoint.absolute())
     except SetupError as e:
         fail(str(e))
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
-        store=local.absolute(),
-        s3_url=s3_url,
-        s3_endpoint=s3_endpoint,
+        store=address.local,
+        s3_url=address.s3_url,
+        s3_endpoint=address.s3_endpoint,
+        memory=address.memory,
         user=user or getpass.getuser(),
         allow_other=allow_other,
         cache_size=parse_size(cache_size),
@@ -148,20 +139,6 @@ def mount(
         fail(f"cannot start the daemon: {e.strerror or e}")
 
 
-def _store_location(
-    store: str | None, index_dir: Path | None, s3_endpoint: str | None
-) -> tuple[Path, str | None]:
-    """(the local store or index directory, the s3:// address or None) of --store;
-    SetupError for an address that is neither."""
-    if store is not None and store.startswith("s3://"):
-        return (index_dir or default_s3_index(store)).expanduser(), store
-    if store is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", store):
-        raise SetupError(f"unsupported store address {store}: use a folder or s3://BUCKET/PREFIX")
-    if index_dir is not None or s3_endpoint is not None:
-        raise SetupError("--index and --s3-endpoint are for an s3://BUCKET/PREFIX store")
-    return (Path(store).expanduser() if store else default_store()), None
-
-
 def _spawn_daemon(opts: daemon.MountOptions) -> None:
     """Run the daemon detached and wait until it reports the mount usable."""
     read_fd, write_fd = os.pipe()
@@ -170,7 +147,9 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
     # This start's own stderr file: a refused start must not clobber the one
     # of a daemon that is running.
-    with tempfile.NamedTemporaryFile(dir=opts.store, prefix="daemon.stderr.", delete=False) as err:
+    with tempfile.NamedTemporaryFile(
+        dir=opts.store, prefix=f"{daemon.STDERR_FILE}.", delete=False
+    ) as err:
         errlog = Path(err.name)
         proc = subprocess.Popen(
             args,
@@ -185,8 +164,10 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     with os.fdopen(read_fd, "rb") as ready:
         status = ready.read(3)
     if status == b"ok\n":
-        errlog.replace(opts.store / "daemon.stderr")
+        errlog.replace(opts.store / daemon.STDERR_FILE)
         where = f"{opts.s3_url}, index {opts.store}" if opts.s3_url else str(opts.store)
+        if opts.memory:
+            where = f"{MEMORY}: a RAM drive, everything in it is gone at unmount"
         click.echo(f"mounted {opts.mountpoint} (store {where})")
         return
     proc.wait(timeout=60)
@@ -470,12 +451,14 @@ def fsck_command(
     4 problems left, 8 fsck could not run."""
     bars = None if as_json or not sys.stderr.isatty() else _progress_bar
     try:
-        local, s3_url = _store_location(store, index_dir, s3_endpoint)
+        address = StoreAddress.parse(store, index_dir, s3_endpoint)
+        if address.memory:
+            raise SetupError("a memory:// store lives only while it is mounted: nothing to check")
         opts = daemon.MountOptions(
             mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
-            store=local.absolute(),
-            s3_url=s3_url,
-            s3_endpoint=s3_endpoint,
+            store=address.local,
+            s3_url=address.s3_url,
+            s3_endpoint=address.s3_endpoint,
             user=getpass.getuser(),
         )
         report = fsck.check(opts, full=full, repair=repair, dry_run=dry_run, progress=bars)

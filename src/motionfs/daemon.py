@@ -31,6 +31,7 @@ import pyfuse3
 import trio
 from pydantic import BaseModel
 
+from motionfs.address import MEMORY
 from motionfs.bridge import AsyncioBridge
 from motionfs.control import ControlServer
 from motionfs.core.checkpoints import Checkpoints
@@ -57,7 +58,8 @@ LAZY_FLAG = "umount-lazy"  # `motionfs umount --lazy`: exit without draining the
 IDENTITY_FILE = "store.json"
 STORE_FORMAT = 1  # of the store's layout, recorded in IDENTITY_FILE
 # What only the store's user may read: the index names every project.
-PRIVATE_FILES = (INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", LOG_FILE, "daemon.stderr")
+STDERR_FILE = "daemon.stderr"  # a detached daemon's stderr (the CLI names it)
+PRIVATE_FILES = (INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", LOG_FILE, STDERR_FILE)
 STOP_GRACE = 3.0  # seconds a signal leaves requests in flight before cancelling them
 EVICT_INTERVAL = 10.0
 READ_AHEAD_KB = 1024  # one maximal FUSE request
@@ -68,6 +70,7 @@ class MountOptions(BaseModel):
     store: Path  # the local store directory (for an s3 store: its index directory)
     s3_url: str | None = None  # s3://BUCKET/PREFIX: the bytes live there
     s3_endpoint: str | None = None
+    memory: bool = False  # memory://: the bytes live in this process; `store` is private scratch
     user: str
     allow_other: bool = False
     cache_size: int = 10 << 30
@@ -392,7 +395,7 @@ class Engine:
             self.index.close()
             raise
         self.bridge = AsyncioBridge()
-        self.storage = Storage(opts.store / "data", sandbox, s3=self.s3)
+        self.storage = Storage(opts.store / "data", sandbox, s3=self.s3, memory=opts.memory)
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
         self.tree = Tree(
@@ -499,6 +502,8 @@ class Daemon(Engine):
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
             log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
+            if self.opts.memory:
+                log.warning("store %s: a RAM drive, everything in it is gone at unmount", MEMORY)
             with self._serving:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._raise_read_ahead)
@@ -586,6 +591,10 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
     with contextlib.ExitStack() as undo, start_up_errors(f"cannot start on store {opts.store}"):
         lock_fd = lock_store(opts.store)
         undo.callback(release_store, lock_fd)
+        if opts.memory:
+            # Whatever a killed daemon left here belongs to bytes that died with it.
+            clear_memory_store(opts.store)
+            undo.callback(remove_memory_store, opts.store)
         setup_logging(opts.store, foreground)
         (opts.store / LAZY_FLAG).unlink(missing_ok=True)
         daemon = Daemon(opts)
@@ -601,7 +610,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
             store=str(opts.store.resolve()),
             user=opts.user,
             started_at=time.time(),
-            remote=daemon.s3.url if daemon.s3 is not None else None,
+            remote=daemon.s3.url if daemon.s3 is not None else MEMORY if opts.memory else None,
         )
         record.write_text(info.model_dump_json())
         undo.callback(record.unlink, missing_ok=True)
@@ -612,9 +621,28 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
     finally:
         daemon.close()
         record.unlink(missing_ok=True)
-        release_store(lock_fd)
         log.info("daemon exited")
+        if opts.memory:
+            remove_memory_store(opts.store)
+        release_store(lock_fd)
     return 0
+
+
+def clear_memory_store(store: Path) -> None:
+    """Empty a memory store's private folder but for the lock we hold and the
+    stderr file of the command starting us."""
+    for entry in store.iterdir():
+        if entry.name == LOCK_FILE or entry.name.startswith(STDERR_FILE):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def remove_memory_store(store: Path) -> None:
+    """A memory store ends with its daemon: its index, cache and log go too."""
+    shutil.rmtree(store, ignore_errors=True)
 
 
 def read_records() -> list[MountRecord]:

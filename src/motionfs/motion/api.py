@@ -29,7 +29,7 @@ from chuk_virtual_fs import AsyncVirtualFileSystem
 
 from motionfs import control
 from motionfs.address import StoreAddress
-from motionfs.daemon import Daemon, MountOptions, lock_store, release_store
+from motionfs.daemon import Daemon, MountOptions, lock_store, release_store, remove_memory_store
 from motionfs.errors import SetupError
 from motionfs.motion.models import (
     AssetInfo,
@@ -54,6 +54,7 @@ class _Engine:
             store=store,
             s3_url=address.s3_url,
             s3_endpoint=address.s3_endpoint,
+            memory=address.memory,
             user=user,
         )
         self.daemon = Daemon(opts)
@@ -78,6 +79,8 @@ class _Engine:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self.thread.join(timeout=600)
         self.daemon.close(mounted=False)
+        if self.daemon.opts.memory:
+            remove_memory_store(self.daemon.opts.store)
         release_store(self.lock_fd)
 
 
