@@ -193,7 +193,7 @@ def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
         await write_file(drive, p, b"extra", b"x")
         await tree.journal.drain_all()
 
-        apply = tree.journal._apply
+        apply = tree.journal.apply
 
         async def store_down_for_restores(entry: JournalEntry) -> None:
             # The safety checkpoint gets stored; the restore's copies do not.
@@ -201,7 +201,7 @@ def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
                 raise StoreUnavailable("store went away")
             await apply(entry)
 
-        monkeypatch.setattr(tree.journal, "_apply", store_down_for_restores)
+        monkeypatch.setattr(tree.journal, "apply", store_down_for_restores)
         with pytest.raises(FsError) as err:
             await cps.restore(p, "v1")
         assert err.value.errno == errno.EIO

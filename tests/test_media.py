@@ -323,7 +323,7 @@ def test_heif_family_falls_back_to_ffmpeg_for_size(
     path = tmp_path / "still.avif"
     write_video(path, "avif", encoder, seconds=1, fps=1, size=(64, 48))
     assert path.read_bytes()[4:12] == b"ftypavif"
-    monkeypatch.delitem(media._PILLOW_FORMATS, "avif")
+    monkeypatch.delitem(media.PILLOW_FORMATS, "avif")
 
     assert probe(path) == MediaInfo(
         kind="image", mime_type="image/avif", container="avif", width=64, height=48
@@ -594,7 +594,7 @@ def test_probe_with_timeout_on_a_hung_demuxer(
         release.wait(60)
         return False
 
-    monkeypatch.setattr(media, "_probe_av", hang)
+    monkeypatch.setattr(media, "probe_av", hang)
     try:
         start = time.monotonic()
         info = probe_with_timeout(path, 0.5)
@@ -621,6 +621,6 @@ def test_probe_never_raises_on_internal_errors(
     def boom(*_args: object) -> bool:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(media, "_probe_image", boom)
+    monkeypatch.setattr(media, "probe_image", boom)
     assert probe(path) == MediaInfo(kind="other", warnings=["probe failed: RuntimeError: bug"])
     assert probe_with_timeout(path, 10).warnings == ["probe failed: RuntimeError: bug"]

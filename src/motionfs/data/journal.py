@@ -213,7 +213,7 @@ class Journal:
             return
         if direct is None:
             try:
-                await self._apply(first)
+                await self.apply(first)
             except Exception as e:
                 await self._failed(first, e)
                 return
@@ -309,7 +309,9 @@ class Journal:
         await self.bridge.call(self.storage.attach, record)
         return True
 
-    async def _apply(self, e: JournalEntry) -> None:
+    async def apply(self, e: JournalEntry) -> None:
+        """Carry out one entry through the storage layer (runs of local file
+        operations go through `_apply_inline` instead); raises what the store raises."""
         ns = e.ns_id
         op = Op(e.op)
         if op is Op.DESTROY:

@@ -118,7 +118,7 @@ _MIME: dict[tuple[str, str], str] = {
 }
 
 # Container name -> Pillow format name, for images Pillow reads headers of.
-_PILLOW_FORMATS = {
+PILLOW_FORMATS = {
     "png": "PNG",
     "jpeg": "JPEG",
     "gif": "GIF",
@@ -146,7 +146,7 @@ class MediaInfo(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Sniffed:
+class Sniffed:
     """A magic-byte verdict: a guess that the demuxer or Pillow then confirms."""
 
     kind: Kind
@@ -164,22 +164,22 @@ class _Sniffed:
 # Magic bytes
 
 
-def _ftyp_sniff(brand: bytes) -> _Sniffed:
+def _ftyp_sniff(brand: bytes) -> Sniffed:
     """ISO-BMFF major brand -> what the file is (MP4, MOV, M4A, 3GP, HEIF...)."""
     b = brand.decode("latin-1").strip().lower()
     if b == "qt":
-        return _Sniffed("video", "video/quicktime", "mov", "mov")
+        return Sniffed("video", "video/quicktime", "mov", "mov")
     if b in {"m4a", "m4b", "m4p"}:
-        return _Sniffed("audio", "audio/mp4", "m4a", "mov")
+        return Sniffed("audio", "audio/mp4", "m4a", "mov")
     if b in {"avif", "avis"}:
-        return _Sniffed("image", "image/avif", "avif", "mov")
+        return Sniffed("image", "image/avif", "avif", "mov")
     if b in {"heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"}:
-        return _Sniffed("image", "image/heic", "heic", "mov")
+        return Sniffed("image", "image/heic", "heic", "mov")
     if b.startswith(("3gp", "3gg", "3gs")):
-        return _Sniffed("video", "video/3gpp", "3gp", "mov")
+        return Sniffed("video", "video/3gpp", "3gp", "mov")
     if b.startswith("3g2"):
-        return _Sniffed("video", "video/3gpp2", "3gp", "mov")
-    return _Sniffed("video", "video/mp4", "mp4", "mov")
+        return Sniffed("video", "video/3gpp2", "3gp", "mov")
+    return Sniffed("video", "video/mp4", "mp4", "mov")
 
 
 def _ebml_doctype(head: bytes) -> str | None:
@@ -215,65 +215,65 @@ _SVG_START = re.compile(
 )
 
 
-def _sniff(head: bytes) -> _Sniffed | None:
+def _sniff(head: bytes) -> Sniffed | None:
     """Classify the first bytes of a file; None when no known signature matches."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _Sniffed("image", "image/png", "png")
+        return Sniffed("image", "image/png", "png")
     if head.startswith(b"\xff\xd8\xff"):
-        return _Sniffed("image", "image/jpeg", "jpeg")
+        return Sniffed("image", "image/jpeg", "jpeg")
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return _Sniffed("image", "image/gif", "gif")
+        return Sniffed("image", "image/gif", "gif")
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return _Sniffed("image", "image/webp", "webp")
+        return Sniffed("image", "image/webp", "webp")
     if head.startswith((b"II*\x00", b"MM\x00*")):
-        return _Sniffed("image", "image/tiff", "tiff")
+        return Sniffed("image", "image/tiff", "tiff")
     if head.startswith(b"BM") and _looks_like_bmp(head):
-        return _Sniffed("image", "image/bmp", "bmp")
+        return Sniffed("image", "image/bmp", "bmp")
     if head.startswith(b"wOFF"):
-        return _Sniffed("font", "font/woff", "woff")
+        return Sniffed("font", "font/woff", "woff")
     if head.startswith(b"wOF2"):
-        return _Sniffed("font", "font/woff2", "woff2")
+        return Sniffed("font", "font/woff2", "woff2")
     if head.startswith(b"OTTO") and _looks_like_sfnt(head):
-        return _Sniffed("font", "font/otf", "otf")
+        return Sniffed("font", "font/otf", "otf")
     if head.startswith((b"\x00\x01\x00\x00", b"true")) and _looks_like_sfnt(head):
-        return _Sniffed("font", "font/ttf", "ttf")
+        return Sniffed("font", "font/ttf", "ttf")
     if head.startswith(b"ttcf"):
-        return _Sniffed("font", "font/collection", "ttc")
+        return Sniffed("font", "font/collection", "ttc")
     if head[4:8] == b"ftyp":
         return _ftyp_sniff(head[8:12])
     if head[4:8] in {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}:
-        return _Sniffed("video", "video/quicktime", "mov", "mov")  # QuickTime without ftyp
+        return Sniffed("video", "video/quicktime", "mov", "mov")  # QuickTime without ftyp
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         if _ebml_doctype(head) == "webm":
-            return _Sniffed("video", "video/webm", "webm", "matroska")
-        return _Sniffed("video", "video/x-matroska", "mkv", "matroska")
+            return Sniffed("video", "video/webm", "webm", "matroska")
+        return Sniffed("video", "video/x-matroska", "mkv", "matroska")
     if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return _Sniffed("audio", "audio/wav", "wav", "wav")
+        return Sniffed("audio", "audio/wav", "wav", "wav")
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return _Sniffed("video", "video/x-msvideo", "avi", "avi")
+        return Sniffed("video", "video/x-msvideo", "avi", "avi")
     if head.startswith(b"FORM") and head[8:12] in {b"AIFF", b"AIFC"}:
-        return _Sniffed("audio", "audio/aiff", "aiff", "aiff")
+        return Sniffed("audio", "audio/aiff", "aiff", "aiff")
     if head.startswith(b"OggS"):
-        return _Sniffed("audio", "audio/ogg", "ogg", "ogg")
+        return Sniffed("audio", "audio/ogg", "ogg", "ogg")
     if head.startswith(b"fLaC"):
-        return _Sniffed("audio", "audio/flac", "flac", "flac")
+        return Sniffed("audio", "audio/flac", "flac", "flac")
     if head.startswith(b"FLV\x01"):
-        return _Sniffed("video", "video/x-flv", "flv", "flv")
+        return Sniffed("video", "video/x-flv", "flv", "flv")
     if head.startswith(b"DKIF"):
-        return _Sniffed("video", "video/x-ivf", "ivf", "ivf")
+        return Sniffed("video", "video/x-ivf", "ivf", "ivf")
     if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
-        return _Sniffed("video", "video/mp2t", "ts", "mpegts")
+        return Sniffed("video", "video/mp2t", "ts", "mpegts")
     # Weak signatures below: FFmpeg probes (no forced demuxer) to confirm them.
     if head.startswith(b"\x00\x00\x01\xba"):
-        return _Sniffed("video", "video/mpeg", "mpg", weak=True)
+        return Sniffed("video", "video/mpeg", "mpg", weak=True)
     if head.startswith(b"ID3") and head[3:4] in {b"\x02", b"\x03", b"\x04"}:
-        return _Sniffed("audio", "audio/mpeg", "mp3")  # ID3 may also precede AAC or FLAC
+        return Sniffed("audio", "audio/mpeg", "mp3")  # ID3 may also precede AAC or FLAC
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
-        return _Sniffed("audio", "audio/aac", "aac", weak=True)  # ADTS: sync + layer 00
+        return Sniffed("audio", "audio/aac", "aac", weak=True)  # ADTS: sync + layer 00
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
-        return _Sniffed("audio", "audio/mpeg", "mp3", weak=True)  # MPEG audio frame sync
+        return Sniffed("audio", "audio/mpeg", "mp3", weak=True)  # MPEG audio frame sync
     if _SVG_START.match(head.removeprefix(b"\xef\xbb\xbf")):
-        return _Sniffed("image", "image/svg+xml", "svg")
+        return Sniffed("image", "image/svg+xml", "svg")
     return None
 
 
@@ -339,14 +339,14 @@ def _svg_size(head: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _probe_image(path: Path, sniffed: _Sniffed, head: bytes, info: MediaInfo) -> bool:
+def probe_image(path: Path, sniffed: Sniffed, head: bytes, info: MediaInfo) -> bool:
     """Fill width/height from the image header; False if Pillow cannot read it."""
     if sniffed.container == "svg":
         info.width, info.height = _svg_size(head)
         if info.width is None:
             info.warnings.append("SVG root element has no pixel width/height or viewBox")
         return True
-    pil_format = _PILLOW_FORMATS.get(sniffed.container)
+    pil_format = PILLOW_FORMATS.get(sniffed.container)
     Image.init()
     if pil_format is None or pil_format not in Image.OPEN:
         return False
@@ -409,7 +409,7 @@ class _BudgetedReader:
 
 def _container_name(
     format_name: str,
-    sniffed: _Sniffed | None,
+    sniffed: Sniffed | None,
     head: bytes,
     brand: str | None,
     video_codecs: list[str],
@@ -444,8 +444,8 @@ def _rate(value: Fraction | None) -> float | None:
     return float(value)
 
 
-def _probe_av(
-    path: Path, sniffed: _Sniffed | None, head: bytes, size: int, info: MediaInfo
+def probe_av(
+    path: Path, sniffed: Sniffed | None, head: bytes, size: int, info: MediaInfo
 ) -> bool:
     """Fill kind, container, codecs, size, fps, duration and bitrate from FFmpeg.
 
@@ -489,7 +489,7 @@ def _probe_av(
 
 def _read_container(
     container: InputContainer,
-    sniffed: _Sniffed | None,
+    sniffed: Sniffed | None,
     head: bytes,
     size: int,
     info: MediaInfo,
@@ -571,7 +571,7 @@ class _Progress:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sniffed: _Sniffed | None = None
+        self.sniffed: Sniffed | None = None
 
     def partial(self) -> MediaInfo:
         with self.lock:
@@ -608,20 +608,20 @@ def _probe(path: Path, progress: _Progress) -> MediaInfo:
     if sniffed is not None and sniffed.kind == "font":
         return info
     if sniffed is not None and sniffed.kind == "image":
-        if _probe_image(path, sniffed, head, info):
+        if probe_image(path, sniffed, head, info):
             return info
         if sniffed.demuxer is None:
             info.warnings.append(f"no reader for {sniffed.container} image headers")
             return info
         # HEIF/AVIF Pillow cannot read: FFmpeg's mov demuxer knows their size.
         image_info = info.model_copy(update={"warnings": []})
-        _probe_av(path, sniffed, head, st.st_size, image_info)
+        probe_av(path, sniffed, head, st.st_size, image_info)
         info.width, info.height = image_info.width, image_info.height
         if info.width is None:  # A/V complaints (no duration...) are noise for a still
             info.warnings.extend(image_info.warnings)
         return info
 
-    if _probe_av(path, sniffed, head, st.st_size, info):
+    if probe_av(path, sniffed, head, st.st_size, info):
         return info
     if sniffed is not None and not sniffed.weak:
         return info  # e.g. a truncated MP4: still an MP4, with what could not be read
