@@ -2,8 +2,8 @@
 
 Each test pins one quirk (verified on chuk-artifacts 0.11.4, chuk-virtual-fs 0.5.3) and
 says in its docstring what motionfs does about it. When an upgrade changes a behaviour the
-test fails loudly: re-check the matching workaround in src/motionfs/storage.py, then update
-the pin. No FUSE and no mount: these drive the libraries (and motionfs.storage) directly,
+test fails loudly: re-check the matching workaround in src/motionfs/store/, then update
+the pin. No FUSE and no mount: these drive the libraries (and motionfs.store) directly,
 with every provider root and database under tmp_path.
 """
 

@@ -340,7 +340,7 @@ def client_error(code: str, status: int) -> ClientError:
 
 
 def wrapped(error: BaseException) -> StoreUnavailable:
-    """As `_store_errors` wraps a backend failure."""
+    """As `store_errors` wraps a backend failure."""
     try:
         raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
     except StoreUnavailable as e:
