@@ -553,3 +553,57 @@ def test_mount_helper_as_mount_runs_it(cli: Cli, tmp_path: Path) -> None:
         link.unlink()
     done = cli.run("umount", str(mp))
     assert done.returncode == 0, done.stderr
+
+
+def run_on_terminal(cli: Cli, *args: str) -> tuple[int, str, str]:
+    """Run a command with stderr on a pseudo-terminal: (status, stdout, terminal output)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "motionfs", *args],
+            env=cli.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        os.close(slave)
+        slave = -1
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once everything written is read
+            while chunk := os.read(master, 65536):
+                seen += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return done.returncode, done.stdout, seen.decode(errors="replace")
+
+
+def test_checkpoint_progress_on_a_terminal_only(cli: Cli) -> None:
+    """`checkpoint create` and `restore` show a progress bar of the project's store work
+    on a terminal, and print nothing but their result line anywhere else."""
+    mp, store = cli.mountpoint("mnt"), cli.tmp / "store"
+    cli.mount(mp, "--store", str(store))
+    project = mp / "projects" / "film"
+    project.mkdir()
+    for i in range(40):
+        (project / f"clip{i}.bin").write_bytes(os.urandom(256 << 10))
+
+    status, out, terminal = run_on_terminal(cli, "checkpoint", "create", str(project), "v1")
+    assert status == 0 and out.startswith("checkpoint v1: 40 files"), (out, terminal)
+    assert "checkpoint v1: storing" in terminal and "100%" in terminal
+
+    (project / "clip0.bin").write_bytes(b"changed")
+    status, out, terminal = run_on_terminal(cli, "checkpoint", "restore", str(project), "v1")
+    assert status == 0 and out.startswith("restored v1"), (out, terminal)
+    assert "restore v1" in terminal and "100%" in terminal
+    assert (project / "clip0.bin").stat().st_size == 256 << 10
+
+    done = cli.run("checkpoint", "create", str(project), "v2")
+    assert done.returncode == 0 and done.stderr == "", cli.explain(done)
+    done = cli.run("checkpoint", "restore", str(project), "v2")
+    assert done.returncode == 0 and done.stderr == "", cli.explain(done)

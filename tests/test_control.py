@@ -84,3 +84,27 @@ def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
     """The CLI's request to a store nobody serves names the store."""
     with pytest.raises(ControlError, match="no motionfs daemon is serving"):
         request(tmp_path, {"op": "checkpoint.list", "path": "projects/p"}, timeout=5)
+
+
+def test_progress_lines_then_the_reply(h: Harness) -> None:
+    """A create that asks for progress gets (done, total) reports of the project's store
+    work, never done > total, before the same reply; a refused one still fails cleanly."""
+
+    async def body(e: Engine) -> None:
+        p = await project(e.drive, b"film")
+        for i in range(30):
+            await write_file(e.drive, p, f"f{i}".encode(), bytes([i]) * 4096)
+        seen: list[tuple[int, int]] = []
+        payload = {"op": "checkpoint.create", "path": "projects/film", "name": "v1"}
+        made = await trio.to_thread.run_sync(
+            lambda: request(h.root, payload, progress=lambda d, t: seen.append((d, t)))
+        )
+        assert made == {"name": "v1", "file_count": 30, "logical_size": 30 * 4096}
+        assert seen and all(0 <= d <= t for d, t in seen)
+        refused = {**payload, "name": "a b"}
+        with pytest.raises(ControlError, match="invalid checkpoint name"):
+            await trio.to_thread.run_sync(
+                lambda: request(h.root, refused, progress=lambda d, t: None)
+            )
+
+    h.run(body)

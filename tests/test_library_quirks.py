@@ -545,7 +545,7 @@ def test_filesystem_stream_read_reads_the_whole_file(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-# -- 7. motionfs.storage.store_name -------------------------------------------------------
+# -- 7. motionfs.store.names.store_name----------------------------------------------------
 
 
 def test_store_name_escapes() -> None:

@@ -332,12 +332,31 @@ def _locate(project_path: Path) -> tuple[Path, str]:
     return Path(best.store), os.path.relpath(target, best.mountpoint)
 
 
-def _ask(project_path: Path, op: str, **fields: object) -> Any:
+def _ask(project_path: Path, op: str, label: str | None = None, **fields: object) -> Any:
+    """One request to the daemon serving the project; with `label`, a progress
+    bar of the project's store work on stderr (on a terminal only)."""
     store, rel = _locate(project_path)
+    payload = {"op": op, "path": rel, **fields}
     try:
-        return control.request(store, {"op": op, "path": rel, **fields})
+        if label is None or not sys.stderr.isatty():
+            return control.request(store, payload)
+        with _store_work_bar(label) as progress:
+            return control.request(store, payload, progress=progress)
     except control.ControlError as e:
         fail(str(e))
+
+
+@contextlib.contextmanager
+def _store_work_bar(label: str) -> Iterator[control.Progress]:
+    """click's progress bar, sized by the first report that has work in it."""
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+
+        def show(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        yield show
+        bar.update(bar.length - bar.pos)  # done: the daemon answered
 
 
 @main.group()
@@ -354,7 +373,13 @@ project_arg = click.argument("project_path", type=click.Path(path_type=Path))
 @click.option("--description", "-d", default=None, help="What this checkpoint is.")
 def checkpoint_create(project_path: Path, name: str, description: str | None) -> None:
     """Checkpoint the project's current state as NAME."""
-    result = _ask(project_path, "checkpoint.create", name=name, description=description)
+    result = _ask(
+        project_path,
+        "checkpoint.create",
+        label=f"checkpoint {name}: storing",
+        name=name,
+        description=description,
+    )
     click.echo(
         f"checkpoint {result['name']}: {result['file_count']} files, "
         f"{_human(result['logical_size'])}"
@@ -388,7 +413,7 @@ def checkpoint_list(project_path: Path, as_json: bool) -> None:
 @click.argument("name")
 def checkpoint_restore(project_path: Path, name: str) -> None:
     """Make the live project identical to checkpoint NAME (after a safety checkpoint)."""
-    result = _ask(project_path, "checkpoint.restore", name=name)
+    result = _ask(project_path, "checkpoint.restore", label=f"restore {name}", name=name)
     click.echo(f"restored {name}; the previous state is checkpoint {result['safety_checkpoint']}")
 
 

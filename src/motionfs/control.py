@@ -4,7 +4,9 @@
 created and restored by the daemon that owns the index and the kernel's
 caches. The daemon listens on an abstract Unix socket named after its store;
 only the daemon's own user and root may talk to it (checked with
-SO_PEERCRED). One JSON request per connection, one JSON reply.
+SO_PEERCRED). One JSON request per connection, one JSON reply. A checkpoint
+create or restore that asks for `progress` first gets lines
+`{"progress": {"done": N, "total": M}}` while the project's store work drains.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from motionfs.motion.models import StorageScope
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 1 << 20
+PROGRESS_EVERY = 0.25  # seconds between progress lines
+PROGRESS_OPS = {"checkpoint.create", "checkpoint.restore"}
+Progress = Callable[[int, int], None]
 
 
 def socket_name(store: Path) -> bytes:
@@ -52,8 +57,13 @@ class ControlError(Exception):
     """A request the daemon refused; the message is for the user."""
 
 
-def request(store: Path, payload: dict[str, Any], timeout: float = 3600) -> Any:
-    """Send one request to the daemon serving `store` (blocking; for the CLI)."""
+def request(
+    store: Path, payload: dict[str, Any], timeout: float = 3600, progress: Progress | None = None
+) -> Any:
+    """Send one request to the daemon serving `store` (blocking; for the CLI).
+    With `progress`, a long request reports (done, total) as it goes."""
+    if progress is not None:
+        payload = {**payload, "progress": True}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -61,13 +71,16 @@ def request(store: Path, payload: dict[str, Any], timeout: float = 3600) -> Any:
         except OSError as e:
             raise ControlError(f"no motionfs daemon is serving {store}") from e
         sock.sendall(json.dumps(payload).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data or b'{"ok": false, "error": "the daemon closed the connection"}')
+        with sock.makefile("rb") as replies:
+            for line in replies:
+                message = json.loads(line)
+                if "progress" not in message:
+                    break
+                if progress is not None:
+                    progress(int(message["progress"]["done"]), int(message["progress"]["total"]))
+            else:
+                message = {"ok": False, "error": "the daemon closed the connection"}
+    reply: dict[str, Any] = message
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "request failed"))
     return reply.get("result")
@@ -121,11 +134,52 @@ class ControlServer:
         if handler is None:
             return {"ok": False, "error": f"unknown request {req.get('op')!r}"}
         try:
+            if op in PROGRESS_OPS and req.get("progress"):
+                return {"ok": True, "result": await self._with_progress(stream, req, handler)}
             return {"ok": True, "result": await handler(req)}
         except FsError as e:
             return {"ok": False, "error": e.why or os.strerror(e.errno)}
         except StoreUnavailable as e:
             return {"ok": False, "error": f"the store is unavailable: {e}"}
+
+    async def _with_progress(
+        self,
+        stream: trio.SocketStream,
+        req: dict[str, Any],
+        handler: Callable[[dict[str, Any]], Awaitable[Any]],
+    ) -> Any:
+        """Run `handler`, telling the client how much of the project's store work
+        (the journal entries a checkpoint or restore waits for) is done."""
+        ns_id = self.drive.tree.stat(self._project(req)).ns_id
+        index = self.drive.tree.index
+        reporter = trio.CancelScope()
+        outcome: list[Any] = []
+        failure: list[Exception] = []
+
+        async def run() -> None:
+            try:
+                outcome.append(await handler(req))
+            except Exception as e:  # raised below, outside the nursery
+                failure.append(e)
+            finally:
+                reporter.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            with reporter:
+                total = 0
+                while True:
+                    pending = index.pending_count(ns_id)
+                    total = max(total, pending)
+                    line = {"progress": {"done": total - pending, "total": total}}
+                    try:
+                        await stream.send_all(json.dumps(line).encode() + b"\n")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # the client went away: the work still finishes
+                    await trio.sleep(PROGRESS_EVERY)
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     async def _api(self, req: dict[str, Any]) -> Any:
         """The Python API's requests: seed-API operations by namespace id."""
