@@ -348,15 +348,16 @@ def _ask(project_path: Path, op: str, label: str | None = None, **fields: object
 
 @contextlib.contextmanager
 def _store_work_bar(label: str) -> Iterator[control.Progress]:
-    """click's progress bar, sized by the first report that has work in it."""
+    """click's progress bar, resized as the daemon learns how much work there is."""
     with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        size = [1]
 
         def show(done: int, total: int) -> None:
-            bar.length = max(total, 1)
+            size[0] = bar.length = max(total, 1)
             bar.update(done - bar.pos)
 
         yield show
-        bar.update(bar.length - bar.pos)  # done: the daemon answered
+        bar.update(size[0] - bar.pos)  # done: the daemon answered
 
 
 @main.group()
