@@ -444,9 +444,7 @@ def _rate(value: Fraction | None) -> float | None:
     return float(value)
 
 
-def probe_av(
-    path: Path, sniffed: Sniffed | None, head: bytes, size: int, info: MediaInfo
-) -> bool:
+def probe_av(path: Path, sniffed: Sniffed | None, head: bytes, size: int, info: MediaInfo) -> bool:
     """Fill kind, container, codecs, size, fps, duration and bitrate from FFmpeg.
 
     False (and a warning) when FFmpeg cannot open the file at all.
