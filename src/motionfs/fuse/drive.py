@@ -70,6 +70,12 @@ class Drive:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def missing_may_be_cached(self, parent: int) -> bool:
+        """Whether the kernel may remember that a name in `parent` is missing.
+        Not inside `.snapshots`: names appear there as side effects (`latest`
+        after a mkdir) and from the CLI, and an invalidation is asynchronous."""
+        return not is_virtual(parent)
+
     def lookup(self, parent: int, name: bytes) -> Inode:
         if is_virtual(parent):
             return self.view.lookup(parent, name)

@@ -101,7 +101,7 @@ class Operations(pyfuse3.Operations):
         try:
             return self.entry(self.drive.lookup(parent_inode, name))
         except FsError as e:
-            if e.errno != errno.ENOENT:
+            if e.errno != errno.ENOENT or not self.drive.missing_may_be_cached(parent_inode):
                 raise
         # The kernel may remember that the name is missing (git, npm and compilers
         # probe many), as long as it remembers names that exist; changes made behind
