@@ -57,13 +57,6 @@ class StoreAddress(BaseModel):
     s3_endpoint: str | None = None
     memory: bool = False
 
-    @property
-    def shown(self) -> str:
-        """How messages name the store."""
-        if self.s3_url:
-            return f"{self.s3_url}, index {self.local}"
-        return MEMORY if self.memory else str(self.local)
-
     @classmethod
     def parse(
         cls,
