@@ -110,10 +110,7 @@ def mount(
         fail(str(e))
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
-        store=address.local,
-        s3_url=address.s3_url,
-        s3_endpoint=address.s3_endpoint,
-        memory=address.memory,
+        **address.mount_fields(),
         user=user or getpass.getuser(),
         allow_other=allow_other,
         cache_size=parse_size(cache_size),
@@ -166,6 +163,8 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     if status == b"ok\n":
         errlog.replace(opts.store / daemon.STDERR_FILE)
         where = f"{opts.s3_url}, index {opts.store}" if opts.s3_url else str(opts.store)
+        if opts.sqlite_db is not None:
+            where = f"sqlite://{opts.sqlite_db}, index {opts.store}"
         if opts.memory:
             where = f"{MEMORY}: a RAM drive, everything in it is gone at unmount"
         click.echo(f"mounted {opts.mountpoint} (store {where})")
@@ -482,9 +481,7 @@ def fsck_command(
             raise SetupError("a memory:// store lives only while it is mounted: nothing to check")
         opts = daemon.MountOptions(
             mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
-            store=address.local,
-            s3_url=address.s3_url,
-            s3_endpoint=address.s3_endpoint,
+            **address.mount_fields(),
             user=getpass.getuser(),
         )
         report = fsck.check(opts, full=full, repair=repair, dry_run=dry_run, progress=bars)

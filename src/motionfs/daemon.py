@@ -71,6 +71,7 @@ class MountOptions(BaseModel):
     s3_url: str | None = None  # s3://BUCKET/PREFIX: the bytes live there
     s3_endpoint: str | None = None
     memory: bool = False  # memory://: the bytes live in this process; `store` is private scratch
+    sqlite_db: Path | None = None  # sqlite:///FILE: the bytes live in that file
     user: str
     allow_other: bool = False
     cache_size: int = 10 << 30
@@ -88,7 +89,7 @@ class MountRecord(BaseModel):
     store: str
     user: str
     started_at: float
-    remote: str | None = None  # s3://BUCKET/PREFIX of an s3 store
+    remote: str | None = None  # the store's address when it is not the folder `store`
 
 
 class StoreIdentity(BaseModel):
@@ -177,6 +178,10 @@ def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
     url = opts.s3_url or known
     if url is None:
         return None
+    if index.get_meta("sqlite_db") is not None:
+        raise SetupError(
+            f"the index in {opts.store} belongs to a sqlite store: use another --index"
+        )
     if known is not None and opts.s3_url is not None and known != opts.s3_url:
         raise SetupError(
             f"the index in {opts.store} belongs to {known}, not {opts.s3_url}: "
@@ -200,6 +205,25 @@ def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
             if endpoint:
                 index.set_meta("s3_endpoint", endpoint)
     return settings
+
+
+def sqlite_db(index: Index, opts: MountOptions) -> Path | None:
+    """The store file a sqlite store's index belongs to: named on the command
+    line the first time, remembered in the index."""
+    known = index.get_meta("sqlite_db")
+    if opts.sqlite_db is None:
+        return None if known is None else Path(known)
+    if known is not None and Path(known) != opts.sqlite_db:
+        raise SetupError(
+            f"the index in {opts.store} belongs to sqlite://{known}, not "
+            f"sqlite://{opts.sqlite_db}: use another --index directory"
+        )
+    if known is None:
+        if index.get_meta("s3_url") is not None or index.namespace_count():
+            raise SetupError(f"{opts.store} holds another store's index: use another --index")
+        with index.transaction():
+            index.set_meta("sqlite_db", str(opts.sqlite_db))
+    return opts.sqlite_db
 
 
 def check_environment(opts: MountOptions) -> None:
@@ -314,7 +338,7 @@ def check_identity(index: Index, storage: Storage, bridge: AsyncioBridge) -> Non
     drive while the store holds namespaces. The uuid goes into the index
     first, so a crash in between leaves an index that can rewrite the file.
     """
-    where = storage.s3.url if storage.s3 is not None else str(storage.data_root.parent)
+    where = storage.where
     raw = bridge.run(storage.read_store_file, IDENTITY_FILE)
     try:
         known = None if raw is None else StoreIdentity.model_validate_json(raw)
@@ -386,6 +410,7 @@ class Engine:
         try:
             secure_store(opts.store)
             self.s3 = s3_settings(self.index, opts)
+            self.sqlite_db = sqlite_db(self.index, opts)
             sandbox = self.index.get_meta("sandbox_id")
             if sandbox is None:
                 sandbox = f"motionfs-{uuid.uuid4().hex[:12]}"
@@ -395,7 +420,9 @@ class Engine:
             self.index.close()
             raise
         self.bridge = AsyncioBridge()
-        self.storage = Storage(opts.store / "data", sandbox, s3=self.s3, memory=opts.memory)
+        self.storage = Storage(
+            opts.store / "data", sandbox, s3=self.s3, memory=opts.memory, sqlite=self.sqlite_db
+        )
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
         self.tree = Tree(
@@ -501,7 +528,7 @@ class Daemon(Engine):
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
-            log.info("mounted %s (store %s)", self.opts.mountpoint, self.opts.store)
+            log.info("mounted %s (store %s)", self.opts.mountpoint, self.storage.where)
             if self.opts.memory:
                 log.warning("store %s: a RAM drive, everything in it is gone at unmount", MEMORY)
             with self._serving:
@@ -610,7 +637,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
             store=str(opts.store.resolve()),
             user=opts.user,
             started_at=time.time(),
-            remote=daemon.s3.url if daemon.s3 is not None else MEMORY if opts.memory else None,
+            remote=None if daemon.storage.local else daemon.storage.where,
         )
         record.write_text(info.model_dump_json())
         undo.callback(record.unlink, missing_ok=True)

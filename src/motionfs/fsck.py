@@ -573,7 +573,8 @@ def check(
     """fsck one store, as the CLI runs it. SetupError (one line) when it cannot run:
     the store is mounted (unless dry_run, which never changes anything)."""
     store = opts.store
-    if not (store / INDEX_FILE).exists() and not (store / "data").is_dir():
+    has_file = opts.sqlite_db is not None and opts.sqlite_db.is_file()
+    if not (store / INDEX_FILE).exists() and not (store / "data").is_dir() and not has_file:
         raise SetupError(f"{store} is not a motionfs store (no index, no data)")
     lock_fd: int | None = None
     try:
@@ -623,7 +624,7 @@ def check(
         if lock_fd is not None:
             release_store(lock_fd)
     return FsckReport(
-        store=opts.s3_url or str(store),
+        store=opts.s3_url or (f"sqlite://{opts.sqlite_db}" if opts.sqlite_db else str(store)),
         checked=run.checked,
         findings=run.findings,
         exit_code=run.exit_code(),

@@ -45,6 +45,13 @@ class Drive:
         self.view = view
         self.checkpoints = view.checkpoints
         self.motion = motion
+        # A store that keeps each file as one record (sqlite:///) caps its size.
+        self.max_file_size = tree.storage.max_file_size
+
+    def _fits(self, size: int) -> None:
+        """EFBIG at the write that would pass the store's limit, not at upload."""
+        if self.max_file_size is not None and size > self.max_file_size:
+            raise FsError(errno.EFBIG, f"the store holds files of up to {self.max_file_size} bytes")
 
     def note_request(self) -> None:
         """A file system request arrived: store work waits for a quiet moment."""
@@ -143,6 +150,7 @@ class Drive:
         return await self.content.read(fh, off, size)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self._fits(off + len(buf))
         return await self.content.write(fh, off, buf)  # snapshot handles are never writable
 
     async def flush(self, fh: int) -> None:
@@ -234,6 +242,8 @@ class Drive:
 
     async def setattr(self, ino: int, **changes: Any) -> Inode:
         self._refuse(ino)
+        if changes.get("size") is not None:
+            self._fits(changes["size"])
         return await self.tree.setattr(ino, **changes)
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:

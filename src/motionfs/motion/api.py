@@ -49,14 +49,7 @@ class _Engine:
         store = address.local
         store.mkdir(parents=True, exist_ok=True)
         self.lock_fd = lock_store(store)
-        opts = MountOptions(
-            mountpoint=store,
-            store=store,
-            s3_url=address.s3_url,
-            s3_endpoint=address.s3_endpoint,
-            memory=address.memory,
-            user=user,
-        )
+        opts = MountOptions(mountpoint=store, **address.mount_fields(), user=user)
         self.daemon = Daemon(opts)
         self.daemon.prepare()
         self._stop: trio.Event | None = None
@@ -194,13 +187,15 @@ class ArtifactStorageManager:
             try:
                 record = index.namespace(namespace_id)
                 s3_url, endpoint = index.get_meta("s3_url"), index.get_meta("s3_endpoint")
+                db = index.get_meta("sqlite_db")
             finally:
                 index.close()
             if record is None:
                 raise ValueError(f"Namespace not found: {namespace_id}")
             # An s3 store: the address the mount recorded; credentials from the environment.
             s3 = S3Settings.parse(s3_url, endpoint_url=endpoint) if s3_url else None
-            storage = Storage(self.store / "data", "api", s3=s3)
+            sqlite = Path(db) if db else None
+            storage = Storage(self.store / "data", "api", s3=s3, sqlite=sqlite)
             await storage.start()
             self._readers.append(storage)
             await storage.attach(record)

@@ -33,6 +33,7 @@ import asyncio
 import functools
 import hashlib
 import os
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ from motionfs.store.host import HostBackend, HostTree
 from motionfs.store.hostfs import sweep_folder
 from motionfs.store.names import BLOB_DATA_PATH
 from motionfs.store.s3 import S3Backend, S3Connection, S3Settings, SharedClientS3Provider
+from motionfs.store.sqlitedb import NS_ROOT, SqliteBackend, SqliteFile, SqliteNamespaceProvider
 from motionfs.store.vfs import VfsBackend
 
 _TO_CHUK_SCOPE = {
@@ -83,14 +85,20 @@ def _registry(store: ArtifactStore) -> dict[str, tuple[AsyncVirtualFileSystem, C
 
 class Storage:
     """chuk-artifacts namespaces on one provider: the filesystem provider rooted
-    in the store directory, (with `s3`) the s3 provider in a bucket, or (with
+    in the store directory, (with `s3`) the s3 provider in a bucket, (with
+    `sqlite`) one SQLite file in the sqlite provider's schema, or (with
     `memory`) chuk-virtual-fs's memory provider, whose bytes live in this
     process and are gone when it ends."""
 
     _instances = 0
 
     def __init__(
-        self, data_root: Path, sandbox_id: str, s3: S3Settings | None = None, memory: bool = False
+        self,
+        data_root: Path,
+        sandbox_id: str,
+        s3: S3Settings | None = None,
+        memory: bool = False,
+        sqlite: Path | None = None,
     ) -> None:
         self.data_root = data_root
         self.sandbox_id = sandbox_id
@@ -98,12 +106,15 @@ class Storage:
         self.provider = (
             ProviderType.S3
             if s3 is not None
+            else ProviderType.SQLITE
+            if sqlite is not None
             else ProviderType.MEMORY
             if memory
             else ProviderType.FILESYSTEM
         )
         self._store: ArtifactStore | None = None
         self._s3_conn: S3Connection | None = None
+        self.sqlite = None if sqlite is None else SqliteFile(sqlite)
         # Copies and hashes that no backend does server-side go through here.
         self._scratch = scratch_in(data_root / "tmp")
         # The library builds providers by registry name: ours carries this
@@ -111,6 +122,23 @@ class Storage:
         # in one process).
         Storage._instances += 1
         self._s3_provider_name = f"motionfs-s3-{os.getpid()}-{Storage._instances}"
+        self._sqlite_provider_name = f"motionfs-sqlite-{os.getpid()}-{Storage._instances}"
+
+    @property
+    def where(self) -> str:
+        """The store as a user names it (for messages)."""
+        if self.s3 is not None:
+            return self.s3.url
+        if self.sqlite is not None:
+            return f"sqlite://{self.sqlite.path}"
+        if self.provider is ProviderType.MEMORY:
+            return "memory://"
+        return str(self.data_root.parent)
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is the folder its index lives in (the filesystem provider)."""
+        return self.provider is ProviderType.FILESYSTEM
 
     async def start(self) -> None:
         self.data_root.mkdir(parents=True, exist_ok=True)
@@ -130,6 +158,15 @@ class Storage:
                 self._s3_provider_name,
                 functools.partial(SharedClientS3Provider, conn),  # type: ignore[arg-type]
             )
+        if self.sqlite is not None:
+            try:
+                await asyncio.to_thread(self.sqlite.open)
+            except (OSError, sqlite3.Error) as e:
+                raise StoreUnavailable(f"cannot open store file {self.sqlite.path}: {e}") from e
+            register_provider(
+                self._sqlite_provider_name,
+                functools.partial(SqliteNamespaceProvider, self.sqlite),  # type: ignore[arg-type]
+            )
         store = ArtifactStore(
             storage_provider="memory", session_provider="memory", sandbox_id=self.sandbox_id
         )
@@ -143,12 +180,18 @@ class Storage:
         if self._s3_conn is not None:
             await self._s3_conn.close()
             self._s3_conn = None
+        if self.sqlite is not None:
+            self.sqlite.close()
 
     def _provider_name(self, provider_type: ProviderType) -> str:
         if provider_type is ProviderType.S3:
             if self._s3_conn is None:
                 raise StoreUnavailable("an s3 namespace needs an s3 store (s3://BUCKET/PREFIX)")
             return self._s3_provider_name
+        if provider_type is ProviderType.SQLITE:
+            if self.sqlite is None:
+                raise StoreUnavailable("a sqlite namespace needs a sqlite:///FILE store")
+            return self._sqlite_provider_name
         return provider_type.value.replace("vfs-", "")
 
     @property
@@ -179,7 +222,7 @@ class Storage:
         elif self.provider is ProviderType.MEMORY:
             config = {}  # each namespace's provider instance is its own RAM
         else:
-            config = {"root_path": str(self.data_root / "ns" / token)}
+            config = self.token_config(token)
         info: ChukNamespaceInfo = await self.store.create_namespace(  # type: ignore[no-untyped-call]
             type=_TO_CHUK_TYPE[kind],
             name=name,
@@ -245,6 +288,8 @@ class Storage:
         provider = vfs.provider
         if isinstance(provider, SharedClientS3Provider):
             return S3Backend(provider, self._scratch)
+        if isinstance(provider, SqliteNamespaceProvider):
+            return SqliteBackend(provider)
         root = getattr(provider, "root_path", None)
         if root is not None:
             return HostBackend(HostTree(Path(root)))
@@ -294,6 +339,11 @@ class Storage:
     @store_errors
     async def exists(self, ns_id: str, path: str) -> bool:
         return await self.backend(ns_id).exists(path)
+
+    @property
+    def max_file_size(self) -> int | None:
+        """The largest file the store can hold, None where only the disk limits it."""
+        return None if self.sqlite is None else self.sqlite.max_file_size
 
     @property
     def ranged(self) -> bool:
@@ -386,6 +436,8 @@ class Storage:
         """The provider config of the namespace stored under `token` in this store."""
         if self.s3 is not None:
             return {"bucket_name": self.s3.bucket, "prefix": self.s3.namespace_prefix(token)}
+        if self.sqlite is not None:
+            return {"db_path": str(self.sqlite.path), "prefix": f"{NS_ROOT}/{token}"}
         return {"root_path": str(self.data_root / "ns" / token)}
 
     def _token_host(self, token: str) -> HostTree:
@@ -400,6 +452,8 @@ class Storage:
         """The names of every namespace the store holds, known to the index or not."""
         if self.s3 is not None:
             return sorted(await self._connection().list_prefixes(self.s3.namespace_prefix("")))
+        if self.sqlite is not None:
+            return await self.sqlite.call(SqliteFile.children, NS_ROOT)
         folder = self.data_root / "ns"
         if not folder.is_dir():
             return []
@@ -412,12 +466,19 @@ class Storage:
         if self.s3 is not None:
             base = self.s3.namespace_prefix(token) + "/"
             return [("/" + key, size) for key, size in await self._connection().list_files(base)]
+        if self.sqlite is not None:
+            top = f"{NS_ROOT}/{token}"
+            found = await self.sqlite.call(SqliteFile.files_below, top)
+            return [(p[len(top) :], size) for p, size in found]
         return await asyncio.to_thread(self._token_host(token).files)
 
     @store_errors
     async def namespace_exists(self, record: NamespaceRecord) -> bool:
         if self.s3 is not None:
             return bool(await self.list_files(self.token_of(record)))
+        if self.sqlite is not None:
+            top = f"{NS_ROOT}/{self.token_of(record)}"
+            return await self.sqlite.call(SqliteFile.node, top) is not None
         return (self.data_root / "ns" / self.token_of(record)).is_dir() or Path(
             str(record.provider_config.get("root_path", ""))
         ).is_dir()
@@ -428,7 +489,15 @@ class Storage:
         if self.s3 is not None:
             key = f"{self.s3.namespace_prefix(token)}/{path.lstrip('/')}"
             return await self._connection().read_object(key)
+        if self.sqlite is not None:
+            return await self._sqlite_read(f"{NS_ROOT}/{token}/{path.lstrip('/')}")
         return await asyncio.to_thread(self._token_host(token).read_small, path)
+
+    async def _sqlite_read(self, path: str) -> bytes | None:
+        assert self.sqlite is not None
+        parts: list[bytes] = []
+        found = await self.sqlite.call(SqliteFile.read_into, path, parts.append)
+        return b"".join(parts) if found else None
 
     def _store_file_key(self, name: str) -> str:
         assert self.s3 is not None
@@ -440,6 +509,8 @@ class Storage:
         store, at the store's prefix in the bucket on s3."""
         if self.s3 is not None:
             return await self._connection().read_object(self._store_file_key(name))
+        if self.sqlite is not None:
+            return await self._sqlite_read("/" + name)
         try:
             return (self.data_root.parent / name).read_bytes()
         except FileNotFoundError:
@@ -450,6 +521,10 @@ class Storage:
         """Write a store file atomically and durably."""
         if self.s3 is not None:
             await self._connection().write_object(self._store_file_key(name), data)
+            return
+        if self.sqlite is not None:
+            limit = self.sqlite.max_file_size
+            await self.sqlite.call(SqliteFile.write_bytes, "/" + name, data, limit, write=True)
             return
         await asyncio.to_thread(HostTree(self.data_root.parent).write_small, "/" + name, data)
 
@@ -466,7 +541,7 @@ class Storage:
         )
         ns_id = f"ns-{uuid.uuid4().hex[:12]}"
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        provider = "vfs-filesystem" if self.s3 is None else ProviderType.S3.value
+        provider = self.provider.value
         info = ChukNamespaceInfo(
             namespace_id=ns_id,
             type=_TO_CHUK_TYPE[kind],
