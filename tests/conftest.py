@@ -12,6 +12,8 @@ s3 store in a moto server on 127.0.0.1 (`[s3]`; one server for the session,
 a key prefix per drive): `scripts/test -k s3` runs only the s3 side. The
 suites in MEMORY_SUITES also run on a memory:// store (`[memory]`); there a
 test that needs its content to outlive an unmount is skipped at that point.
+They run on a sqlite:/// store too (`[sqlite]`: one store file, the index in
+the drive's store directory).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +51,8 @@ S3_SUITES = {
 # Mount-level suites that also run on a memory:// store (`[memory]`): all but
 # what needs the store to outlive an unmount.
 MEMORY_SUITES = {"test_posix", "test_posix_attrs", "test_model", "test_checkpoints"}
+# ... and on a sqlite:/// store (`[sqlite]`), remounts included.
+SQLITE_SUITES = MEMORY_SUITES | {"test_api"}
 
 
 class Drive:
@@ -65,9 +70,11 @@ class Drive:
         s3: S3Server | None = None,
         remote: str | None = None,
         memory: bool = False,
+        sqlite_db: Path | None = None,
     ) -> None:
         self.path = mountpoint
         self.memory = memory  # memory://: `store` is its private folder, gone at unmount
+        self.sqlite_db = sqlite_db  # sqlite:///FILE: the bytes live there, `store` is the index
         self.store = store  # the local store directory (an s3 store's index directory)
         self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,6 +103,10 @@ class Drive:
             pytest.skip("a memory:// store's bytes are in the daemon's RAM, not countable here")
         if self.s3 is not None:
             return sum(self.s3.objects(self.s3_prefix).values())
+        if self.sqlite_db is not None:
+            with sqlite3.connect(f"file:{self.sqlite_db}?mode=ro", uri=True) as db:
+                (n,) = db.execute("SELECT coalesce(sum(size), 0) FROM file_content").fetchone()
+            return int(n)
         total = 0
         for p in (self.store / "data").rglob("*"):
             if p.is_file():
@@ -105,6 +116,8 @@ class Drive:
     def store_args(self) -> list[str]:
         if self.memory:
             return ["--store", "memory://", "--index", str(self.store)]
+        if self.sqlite_db is not None:
+            return ["--store", f"sqlite://{self.sqlite_db}", "--index", str(self.store)]
         if self.remote is None:
             return ["--store", str(self.store)]
         assert self.s3 is not None
@@ -225,7 +238,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """ "local", "s3" or "memory": which store the drives of this test use."""
+    """ "local", "s3", "memory" or "sqlite": which store the drives of this test use."""
     return str(getattr(request, "param", "local"))
 
 
@@ -284,6 +297,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kinds = ["s3"] if module == "test_s3" else ["local", "s3"]
         if module in MEMORY_SUITES:
             kinds.append("memory")
+        if module in SQLITE_SUITES:
+            kinds.append("sqlite")
         metafunc.parametrize("store_kind", kinds, indirect=True)
 
 
@@ -303,7 +318,10 @@ def make_drive(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) 
             known = [d.remote for d in drives if d.store == store]
             remote = known[0] if known else s3.store_url(f"t-{uuid.uuid4().hex[:10]}")
         memory = store_kind == "memory"
-        drive = Drive(mountpoint, store, list(args), s3=s3, remote=remote, memory=memory)
+        db = store.with_name(store.name + ".db") if store_kind == "sqlite" else None
+        drive = Drive(
+            mountpoint, store, list(args), s3=s3, remote=remote, memory=memory, sqlite_db=db
+        )
         drives.append(drive)
         drive.start()
         return drive

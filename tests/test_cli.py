@@ -463,7 +463,7 @@ def test_version(cli: Cli) -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"motionfs, version {motionfs_version}"
 
 
-@pytest.mark.parametrize("address", ["memory://x", "sqlite:///tmp/one.db", "ftp://host/x"])
+@pytest.mark.parametrize("address", ["memory://x", "sqlite3:///tmp/one.db", "ftp://host/x"])
 def test_store_addresses_that_are_not_folders_are_refused(cli: Cli, address: str) -> None:
     """A URL is never taken for a relative folder name (`ftp:` in the cwd)."""
     before = set(cli.tmp.iterdir())

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ RUN = {
     ("sh", "cd ~/Motion"),
     ("sh", "export AWS_ACCESS_KEY_ID=..."),
     ("sh", "motionfs mount ~/Scratch --store memory://"),
+    ("sh", "motionfs mount ~/Portable --store sqlite://$HOME/motion.db"),
 }
 
 
@@ -245,3 +247,37 @@ def test_readme_memory_example(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-u", "-z", str(scratch)], capture_output=True)
     assert not private.exists()
     assert os.listdir(scratch) == []
+
+
+def test_readme_sqlite_example(tmp_path: Path) -> None:
+    """The sqlite store's block as written: every byte in ~/motion.db, the index beside it."""
+    script = block("sh", "motionfs mount ~/Portable --store sqlite://$HOME/motion.db")
+    env = dict(os.environ, HOME=str(tmp_path))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    portable = tmp_path / "Portable"
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"sqlite://{tmp_path}/motion.db" in done.stdout
+        (portable / "projects" / "film").mkdir()
+        (portable / "projects" / "film" / "a.txt").write_text("kept in one file\n")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "motionfs", "umount", str(portable)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        if is_mounted(portable):
+            subprocess.run(["fusermount3", "-u", "-z", str(portable)], capture_output=True)
+    assert (tmp_path / "motion.db.motionfs" / "index.sqlite").is_file()
+    with sqlite3.connect(tmp_path / "motion.db") as db:
+        rows = db.execute("SELECT content FROM file_content WHERE path LIKE '%/a.txt'").fetchall()
+    assert [bytes(r[0]) for r in rows] == [b"kept in one file\n"]

@@ -82,11 +82,41 @@ def test_memory_store_is_gone_at_cleanup(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sqlite_store_from_provider_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLITE with `db_path` (`~` expanded): every byte in that one file, the index
+    beside it; the records say vfs-sqlite; a second manager finds what the first
+    made, and the project's VFS reads its files from the file."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = {"db_path": "~/one.db"}
+
+    async def body() -> None:
+        async with ArtifactStorageManager(ProviderType.SQLITE, config, user_id="al") as api:
+            project = await api.create_project("film", "tech", 30, 1920, 1080)
+            assert project.namespace_info.provider_type is ProviderType.SQLITE
+            ns = project.namespace_info.namespace_id
+            render = await api.store_render(ns, b"frames" * 1000, "mp4", "64x48", 30, 1.0)
+            assert render.namespace_info.provider_type is ProviderType.SQLITE
+        async with ArtifactStorageManager(ProviderType.SQLITE, config, user_id="al") as api:
+            assert [p.metadata.project_name for p in await api.list_projects()] == ["film"]
+            assert await api.read_render_data(render.namespace_info.namespace_id) == (
+                b"frames" * 1000
+            )
+            vfs = await api.get_project_vfs(ns)
+            meta = await vfs.read_file("/.chuk-motion/metadata.json")
+            assert b'"project_name":"film"' in meta.replace(b" ", b"")
+
+    asyncio.run(body())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.db", "one.db.motionfs"]
+    assert (tmp_path / "one.db.motionfs" / "index.sqlite").is_file()
+
+
 @pytest.mark.parametrize(
     ("provider_type", "config", "store", "message"),
     [
         (ProviderType.MEMORY, {"size": "1G"}, None, "unknown provider_config"),
-        (ProviderType.SQLITE, {"db_path": "/tmp/x.db"}, None, "not available yet"),
+        (ProviderType.SQLITE, {}, None, "db_path"),
+        (ProviderType.SQLITE, {"db_path": "x.db", "size": "1G"}, None, "unknown provider_config"),
+        (ProviderType.SQLITE, {"db_path": "sub/"}, None, "name the store file"),
         (ProviderType.S3, {}, None, "bucket_name"),
         (ProviderType.S3, {"bucket_name": "b", "region": "x"}, None, "unknown provider_config"),
         (ProviderType.FILESYSTEM, {"root": "/x"}, None, "unknown provider_config"),

@@ -138,7 +138,12 @@ class StoreAddress(BaseModel):
         nothing."""
         if provider_type is ProviderType.FILESYSTEM:
             _only(config, SEED_FILESYSTEM_KEYS, provider_type)
-            return cls.parse(store or config.get("store") or config.get("root_path"))
+            folder = store or config.get("store") or config.get("root_path")
+            if folder is not None and SCHEME.match(str(folder)):
+                raise SetupError(
+                    f"unsupported store address {folder} for {provider_type.value}: use a folder"
+                )
+            return cls.parse(folder)
         if provider_type is ProviderType.S3:
             _only(config, SEED_S3_KEYS, provider_type)
             bucket = config.get("bucket_name") or config.get("bucket")

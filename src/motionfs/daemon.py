@@ -47,6 +47,7 @@ from motionfs.meta.sqlite import Index
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
+from motionfs.store.sqlitedb import file_problem
 from motionfs.store.storage import Storage
 
 log = logging.getLogger("motionfs")
@@ -238,6 +239,8 @@ def check_environment(opts: MountOptions) -> None:
         raise SetupError("/dev/fuse is not readable and writable by this user")
     if shutil.which("fusermount3") is None:
         raise SetupError("fusermount3 is not installed: apt-get install fuse3")
+    if opts.sqlite_db is not None and (problem := file_problem(opts.sqlite_db)):
+        raise SetupError(f"cannot use store file {opts.sqlite_db}: {problem}")
     mp = opts.mountpoint
     with start_up_errors(f"cannot use mountpoint {mp}"):
         clear_dead_mount(mp)

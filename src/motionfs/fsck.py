@@ -576,6 +576,8 @@ def check(
     has_file = opts.sqlite_db is not None and opts.sqlite_db.is_file()
     if not (store / INDEX_FILE).exists() and not (store / "data").is_dir() and not has_file:
         raise SetupError(f"{store} is not a motionfs store (no index, no data)")
+    if has_file and not dry_run:
+        store.mkdir(mode=0o700, parents=True, exist_ok=True)  # a lost index, to rebuild
     lock_fd: int | None = None
     try:
         lock_fd = lock_store(store)

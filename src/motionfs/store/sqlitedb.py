@@ -19,6 +19,7 @@ memory stays bounded. A file is one blob: past SQLite's blob limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -49,6 +50,15 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS file_content (path TEXT PRIMARY KEY, content BLOB, "
     "size INTEGER DEFAULT 0, FOREIGN KEY (path) REFERENCES nodes (path) ON DELETE CASCADE)",
 )
+
+
+def _blob_limit() -> int:
+    """The build's limit on one value (SQLITE_MAX_LENGTH), the same for every connection."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+
+
+MAX_FILE_SIZE = _blob_limit()
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -91,12 +101,15 @@ class SqliteFile:
     @property
     def max_file_size(self) -> int:
         """The largest file the store holds: SQLite's limit on one blob."""
-        return self._db().getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        return MAX_FILE_SIZE
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)  # the store is private, as a store folder is
+        finally:
+            os.close(fd)
         conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
         conn.isolation_level = None  # transactions are explicit
         try:
@@ -305,6 +318,27 @@ class SqliteFile:
         if data:
             with conn.blobopen("file_content", "content", rowid) as blob:
                 blob.write(data)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a store file (None: it can, or it is new)."""
+    if not path.exists():
+        return None if path.parent.is_dir() else f"folder {path.parent} does not exist"
+    if path.is_dir():
+        return "it is a folder: name a file in it"
+    if not path.is_file():
+        return "it is not a regular file"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        return e.strerror or str(e)
+    if head and head != SQLITE_HEADER:
+        return "it is not a SQLite database"
+    return None
 
 
 def parse_path(url: str) -> Path:
