@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from chuk_virtual_fs import AsyncVirtualFileSystem
 
 from conftest import NATIVE
-from helpers import MiB, expect_errno, motionfs, pattern, write_file
+from helpers import MiB, expect_errno, motionfs, pattern, sha256_file, write_file, write_pattern
 from motionfs.store.sqlitedb import MAX_FILE_SIZE
 
 pytestmark = [
@@ -150,3 +151,51 @@ def test_a_store_file_that_cannot_be_one_is_refused(tmp_path: Path, make_drive: 
     done = motionfs("mount", mp, "--store", f"sqlite://{other}", "--index", drive.store, timeout=60)
     assert done.returncode == 1 and "belongs to sqlite://" in done.stderr, done.stderr
     assert not other.exists()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def test_a_large_file_moves_through_with_bounded_daemon_memory(drive: Any) -> None:
+    """160 MiB in, stored, its folder renamed (the blob moves), fetched back with an
+    empty cache: the daemon's memory never holds the file (SQLite would, for a row
+    it rewrites whole)."""
+    project = drive.project("big")
+    (project / "cuts").mkdir()
+    expected = write_pattern(project / "cuts" / "render.mov", 160 * MiB, seed=3)
+    fd = os.open(project / "cuts" / "render.mov", os.O_RDONLY)
+    try:
+        os.fsync(fd)  # stored in the file, before the rename moves it
+    finally:
+        os.close(fd)
+    os.rename(project / "cuts", project / "final")
+    settled(drive.path)
+    assert drive.proc is not None
+    peak = peak_rss_mib(drive.proc.pid)
+    assert peak < 250, f"daemon peak RSS {peak:.0f} MiB storing and moving 160 MiB"
+    drive.unmount()
+    shutil.rmtree(drive.store / "cache")
+    (drive.store / "cache").mkdir()
+    drive.start()
+    assert sha256_file(drive.path / "projects" / "big" / "final" / "render.mov") == expected
+    assert drive.proc is not None
+    peak = peak_rss_mib(drive.proc.pid)
+    assert peak < 250, f"daemon peak RSS {peak:.0f} MiB reading 160 MiB back"
+    with sqlite3.connect(f"file:{drive.sqlite_db}?mode=ro", uri=True) as conn:
+        sizes = dict(conn.execute("SELECT path, length(content) FROM file_content"))
+    assert [z for k, z in sizes.items() if k.endswith("/final/render.mov")] == [160 * MiB]
+    assert not [k for k in sizes if "/cuts/" in k]
+
+
+def settled(mountpoint: Path, timeout: float = 120) -> None:
+    """Wait until the daemon serving `mountpoint` has no store operation pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = json.loads(motionfs("status", "--json").stdout)
+        (row,) = [r for r in rows if r["mountpoint"] == str(mountpoint.resolve())]
+        if row["pending"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"store operations still pending after {timeout}s")

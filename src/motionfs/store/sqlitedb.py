@@ -42,6 +42,7 @@ from motionfs.store.backend import CHUNK, open_source
 T = TypeVar("T")
 
 SCHEME = "sqlite://"
+SMALL = 1 << 20  # files up to this size also record it in file_content.size
 NS_ROOT = "/ns"
 
 # The stock provider's tables, as it creates them (so it can open our file).
@@ -175,7 +176,8 @@ class SqliteFile:
         """(path, size) of every file below `path`."""
         lo, hi = _below(path)
         rows = conn.execute(
-            "SELECT path, size FROM file_content WHERE path > ? AND path < ? ORDER BY path",
+            "SELECT path, length(content) FROM file_content WHERE path > ? AND path < ? "
+            "ORDER BY path",
             (lo, hi),
         )
         return [(p, int(size or 0)) for p, size in rows]
@@ -218,9 +220,12 @@ class SqliteFile:
             "INSERT OR REPLACE INTO nodes VALUES (?, ?)", (path, _node_json(path, False, size, old))
         )
         conn.execute("DELETE FROM file_content WHERE path = ?", (path,))
+        # SQLite writes a zeroblob without making it in memory only when no
+        # byte of the row follows it: past SMALL the `size` column (after
+        # `content`) is NULL, not a number; length(content) is always exact.
         cur = conn.execute(
             "INSERT INTO file_content (path, content, size) VALUES (?, zeroblob(?), ?)",
-            (path, size, size),
+            (path, size, size if size <= SMALL else None),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid, old
@@ -287,7 +292,31 @@ class SqliteFile:
                     old_path,
                 ),
             )
-            conn.execute("UPDATE file_content SET path = ? WHERE path = ?", (new_path, old_path))
+            found = cls.rowid(conn, old_path)
+            if found is None or found[1] <= SMALL:
+                conn.execute(
+                    "UPDATE file_content SET path = ? WHERE path = ?", (new_path, old_path)
+                )
+                continue
+            # Changing a row's path rewrites it whole, in memory: copy a large
+            # blob piece by piece instead.
+            cur = conn.execute(
+                "INSERT INTO file_content (path, content, size) VALUES (?, zeroblob(?), NULL)",
+                (new_path, found[1]),
+            )
+            assert cur.lastrowid is not None
+            cls.copy_blob(conn, found[0], cur.lastrowid)
+            conn.execute("DELETE FROM file_content WHERE rowid = ?", (found[0],))
+
+    @staticmethod
+    def copy_blob(conn: sqlite3.Connection, src_row: int, dst_row: int) -> None:
+        """Copy one content blob into another of the same size, 1 MiB at a time."""
+        with (
+            conn.blobopen("file_content", "content", src_row, readonly=True) as a,
+            conn.blobopen("file_content", "content", dst_row) as b,
+        ):
+            while chunk := a.read(CHUNK):
+                b.write(chunk)
 
     @classmethod
     def copy(
@@ -304,12 +333,7 @@ class SqliteFile:
         src_row, size = source
         dst_row, _old = cls.replace(conn, dst, size, max_size)
         if size:
-            with (
-                conn.blobopen("file_content", "content", src_row, readonly=True) as a,
-                conn.blobopen("file_content", "content", dst_row) as b,
-            ):
-                while chunk := a.read(CHUNK):
-                    b.write(chunk)
+            cls.copy_blob(conn, src_row, dst_row)
         return True
 
     @classmethod
