@@ -146,6 +146,11 @@ def test_a_store_file_that_cannot_be_one_is_refused(tmp_path: Path, make_drive: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.db", "mnt", "notes.txt"]
 
     drive = make_drive()
+    done = motionfs(
+        "mount", mp, "--store", f"sqlite://{drive.sqlite_db}", "--index", tmp_path / "i2"
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "in use" in lines[0], done.stderr
     drive.unmount()
     other = tmp_path / "other.db"
     done = motionfs("mount", mp, "--store", f"sqlite://{other}", "--index", drive.store, timeout=60)

@@ -405,6 +405,7 @@ class Engine:
         opts: MountOptions,
         check_store: bool = True,
         owner: tuple[int, int] | None = None,
+        exclusive: bool = True,
     ) -> None:
         self.opts = opts
         self.check_store = check_store
@@ -424,7 +425,12 @@ class Engine:
             raise
         self.bridge = AsyncioBridge()
         self.storage = Storage(
-            opts.store / "data", sandbox, s3=self.s3, memory=opts.memory, sqlite=self.sqlite_db
+            opts.store / "data",
+            sandbox,
+            s3=self.s3,
+            memory=opts.memory,
+            sqlite=self.sqlite_db,
+            exclusive=exclusive,
         )
         self.cache = DataCache(opts.store / "cache", opts.cache_size)
         self.journal = Journal(self.index, self.storage, self.bridge, self.cache)
@@ -481,12 +487,14 @@ class Engine:
 class Daemon(Engine):
     """The engine served through the kernel: the mount, signals, a clean exit."""
 
-    def __init__(self, opts: MountOptions, check_store: bool = True) -> None:
+    def __init__(
+        self, opts: MountOptions, check_store: bool = True, exclusive: bool = True
+    ) -> None:
         self.stopping = False  # a signal asked for a lazy unmount
         # The FUSE loop and the drain after an unmount, which a signal cuts short.
         self._serving = trio.CancelScope()
         self._draining = trio.CancelScope()
-        super().__init__(opts, check_store)
+        super().__init__(opts, check_store, exclusive=exclusive)
 
     def mount(self) -> None:
         options = set(pyfuse3.default_options)

@@ -598,7 +598,8 @@ def check(
                         repaired=True,
                     )
                 )
-        daemon = Daemon(opts, check_store=False)
+        # A dry run may read a store a daemon serves (it changes nothing).
+        daemon = Daemon(opts, check_store=False, exclusive=not dry_run)
         try:
             try:
                 daemon.bridge.run(daemon.storage.start)

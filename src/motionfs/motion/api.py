@@ -195,7 +195,7 @@ class ArtifactStorageManager:
             # An s3 store: the address the mount recorded; credentials from the environment.
             s3 = S3Settings.parse(s3_url, endpoint_url=endpoint) if s3_url else None
             sqlite = Path(db) if db else None
-            storage = Storage(self.store / "data", "api", s3=s3, sqlite=sqlite)
+            storage = Storage(self.store / "data", "api", s3=s3, sqlite=sqlite, exclusive=False)
             await storage.start()
             self._readers.append(storage)
             await storage.attach(record)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -94,10 +95,12 @@ class SqliteFile:
     thread. WAL with synchronous=FULL: a committed change survives a power loss.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, exclusive: bool = True) -> None:
         self.path = path
+        self.exclusive = exclusive
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._flock: int | None = None
 
     @property
     def max_file_size(self) -> int:
@@ -109,9 +112,17 @@ class SqliteFile:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)  # the store is private, as a store folder is
+            if self.exclusive:
+                held, fd = fd, -1
+                self._hold(held)  # closes it if the lock is taken
         finally:
-            os.close(fd)
-        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            if fd >= 0:
+                os.close(fd)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        except BaseException:
+            self.close()
+            raise
         conn.isolation_level = None  # transactions are explicit
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -124,14 +135,33 @@ class SqliteFile:
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
+            self.close()
             raise
         self._conn = conn
+
+    def _hold(self, fd: int) -> None:
+        """One daemon per store file, whatever its index folder: an flock held
+        while open (SQLite's own locks are fcntl locks, which flock leaves be)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreUnavailable(
+                    f"store file {self.path} is in use by another motionfs daemon "
+                    "(with another index folder): unmount that drive first"
+                ) from None
+            raise
+        self._flock = fd
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._flock is not None:
+                os.close(self._flock)
+                self._flock = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

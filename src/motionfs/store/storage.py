@@ -99,6 +99,7 @@ class Storage:
         s3: S3Settings | None = None,
         memory: bool = False,
         sqlite: Path | None = None,
+        exclusive: bool = True,
     ) -> None:
         self.data_root = data_root
         self.sandbox_id = sandbox_id
@@ -114,7 +115,8 @@ class Storage:
         )
         self._store: ArtifactStore | None = None
         self._s3_conn: S3Connection | None = None
-        self.sqlite = None if sqlite is None else SqliteFile(sqlite)
+        # `exclusive`: this process serves the store (a reader beside it says False).
+        self.sqlite = None if sqlite is None else SqliteFile(sqlite, exclusive)
         # Copies and hashes that no backend does server-side go through here.
         self._scratch = scratch_in(data_root / "tmp")
         # The library builds providers by registry name: ours carries this
