@@ -12,8 +12,9 @@ and reads and writes each file whole in memory. Here one connection serves
 every namespace of the file; every change is one transaction (a crash leaves
 the old state or the new, never a half, so there is nothing to sweep); and
 content streams through SQLite's incremental blob I/O in 1 MiB pieces, so
-memory stays bounded. A file is one blob: past SQLite's blob limit
-(`max_file_size`, 1,000,000,000 bytes in Debian's build) it is EFBIG.
+memory stays bounded. A file is one blob: past SQLite's limit on one row
+(`MAX_FILE_SIZE`, 64 KiB under 1,000,000,000 bytes in Debian's build) it is
+EFBIG.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ SCHEMA = (
 
 
 def _blob_limit() -> int:
-    """The build's limit on one value (SQLITE_MAX_LENGTH), the same for every connection."""
+    """The build's limit on one value, which SQLite also applies to a whole row
+    (SQLITE_MAX_LENGTH, the same for every connection), less room for the
+    row's path and header."""
     with contextlib.closing(sqlite3.connect(":memory:")) as conn:
-        return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - (64 << 10)
 
 
 MAX_FILE_SIZE = _blob_limit()
