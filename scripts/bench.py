@@ -51,6 +51,7 @@ The code is in scripts/benchlib/; this file parses the options and runs the work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -67,21 +68,32 @@ from pathlib import Path
 from benchlib.checkpoints import checkpoints
 from benchlib.common import FULL, QUICK, VENV, is_mounted, progress
 from benchlib.data import make_tree
+from benchlib.fusetrace import FuseTrace
+from benchlib.remotion import prepare_remotion, remotion
 from benchlib.report import (
     CKPT_LEGEND,
     LEGEND,
+    REQUESTS_LEGEND,
+    REQUESTS_LEGEND_DAEMON,
     commit,
     disk_of,
     failures,
     measure_table,
     memory,
+    requests_source,
+    requests_table,
     row_json,
     sorted_rows,
     table,
 )
 from benchlib.runner import Bench
-from benchlib.targets import STORES, NativeTarget
+from benchlib.targets import STORES, NativeTarget, PassthroughTarget, Target
 from benchlib.workloads import daemon_rss, git_commit, rsync_in, saves, sequential, small_tree
+
+WORKLOADS = {
+    f.__name__: f
+    for f in (sequential, small_tree, saves, rsync_in, git_commit, daemon_rss, remotion)
+}
 
 
 def reexec_in_venv() -> None:
@@ -112,7 +124,30 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="run only the checkpoint workload (the default run includes it)",
     )
-    return p.parse_args()
+    p.add_argument(
+        "--remotion",
+        action="store_true",
+        help="run the Remotion workload (11-12) also with --quick or --only",
+    )
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run only these workloads, comma-separated, of: "
+        + ", ".join([*WORKLOADS, "checkpoints"]),
+    )
+    p.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="leave out the passthrough column (and its daemon)",
+    )
+    args = p.parse_args()
+    if args.only:
+        names = args.only.split(",")
+        unknown = sorted(set(names) - {*WORKLOADS, "checkpoints"})
+        if unknown:
+            p.error(f"--only: unknown workload {', '.join(unknown)}")
+        args.only = names
+    return args
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -124,6 +159,16 @@ def main() -> int:
     args = parse_args()
     make_target = STORES[args.store]
     sizes = QUICK if args.quick else FULL
+    if args.remotion:
+        sizes = dataclasses.replace(sizes, remotion=True)
+    if args.checkpoints:
+        chosen = ["checkpoints"]
+    elif args.only:
+        chosen = args.only + (["remotion"] if args.remotion else [])
+    else:
+        chosen = [*WORKLOADS, "checkpoints"]
+    if not sizes.remotion and "remotion" in chosen and not args.only:
+        chosen.remove("remotion")
     command = shlex.join(["scripts/bench", *sys.argv[1:]])
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) != signal.SIG_IGN:  # respect nohup and the like
@@ -131,7 +176,14 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="motionfs-bench-")).resolve()
     mfs = make_target(base)
-    bench = Bench(base, sizes, [NativeTarget(base), mfs])
+    targets: list[Target] = [NativeTarget(base)]
+    passthrough = None if args.no_passthrough else PassthroughTarget(base)
+    if passthrough is not None:
+        targets.append(passthrough)
+    bench = Bench(base, sizes, [*targets, mfs])
+    trace = FuseTrace()
+    why_no_trace = trace.open()
+    bench.trace = None if why_no_trace else trace
     rev = commit()
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -142,22 +194,31 @@ def main() -> int:
         "disk": f"{base} on {disk_of(base)}",
         "store": f"{args.store} ({mfs.store})",
         "run": "quick" if args.quick else "full",
+        "passthrough": "-" if passthrough is None else f"passthrough.py on {passthrough.source}",
+        "requests": f"not counted by the kernel: {why_no_trace}"
+        if why_no_trace
+        else "kernel tracepoints fuse:fuse_request_send/end",
     }
     print(f"motionfs bench, {header['date']}")
-    for key in ("command", "commit", "machine", "disk", "store"):
+    for key in ("command", "commit", "machine", "disk", "store", "passthrough", "requests"):
         print(f"{key}: {header[key]}")
     sys.stdout.flush()
 
     started = time.perf_counter()
     interrupted = False
     try:
+        if passthrough is not None:
+            passthrough.mount()
         mfs.mount()
-        if not args.checkpoints:
+        if "rsync_in" in chosen:
             bench.source_bytes = make_tree(bench.source, sizes.rsync_files, seed=7, text=False)
-            for workload in (sequential, small_tree, saves, rsync_in, git_commit, daemon_rss):
+        if "remotion" in chosen:
+            prepare_remotion(bench)
+        for name, workload in WORKLOADS.items():
+            if name in chosen:
                 for target in bench.targets:
                     bench.run(workload, target)
-        if args.store == "local":  # it measures the store directory's growth on disk
+        if args.store == "local" and "checkpoints" in chosen:  # it measures the store's growth
             bench.run(checkpoints, mfs)
     except KeyboardInterrupt:
         interrupted = True
@@ -169,11 +230,15 @@ def main() -> int:
             bench.problems.append(f"motionfs.log:\n{log}")
     finally:
         on_interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
+        trace.close()
         mfs.close()
-        left = is_mounted(mfs.mountpoint)
-        if left:
-            bench.problems.append(f"{mfs.mountpoint} is still mounted")
-        elif not args.keep:
+        if passthrough is not None:
+            passthrough.close()
+        mounts = [mfs.mountpoint] + ([passthrough.mountpoint] if passthrough else [])
+        left = [m for m in mounts if is_mounted(m)]
+        for mountpoint in left:
+            bench.problems.append(f"{mountpoint} is still mounted")
+        if not left and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
         signal.signal(signal.SIGINT, on_interrupt)
     total = time.perf_counter() - started
@@ -183,8 +248,21 @@ def main() -> int:
         print("\n".join(table(bench.rows)))
         print()
         print(LEGEND)
+        for line in bench.notes:
+            print(line)
         for line in failures(bench.rows):
             print(line)
+        where = requests_table(bench.rows)
+        if where:
+            print()
+            print("\n".join(where))
+            print()
+            source = requests_source(bench.rows)
+            print(
+                REQUESTS_LEGEND_DAEMON.format(why=why_no_trace)
+                if source == "daemon"
+                else REQUESTS_LEGEND
+            )
     if bench.measures:
         print()
         print("\n".join(measure_table(bench.measures)))
@@ -221,6 +299,8 @@ def main() -> int:
             "sizes": asdict(sizes),
             "interrupted": interrupted,
             "total_seconds": total,
+            "requests_from": requests_source(bench.rows),
+            "requests_trace": why_no_trace or "fuse:fuse_request_send/end tracepoints",
             "rows": [row_json(r) for r in sorted_rows(bench.rows)],
             "checkpoints": [asdict(m) for m in bench.measures],
             "problems": bench.problems,
