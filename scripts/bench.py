@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark motionfs against a native directory on the same disk, in one run (issue 6).
+"""Benchmark motionfs against a native directory and against the stack's ceiling, in one run.
 
 Run it as `scripts/bench` (that sets up the .venv first); `--help` lists the options.
 
-Each workload runs first in a native directory, then in a project folder of a fresh
-motionfs mount. Both live in one temporary directory (TMPDIR decides where), next to the
-mount's store, so both sides use the same disk; the mount is always unmounted at the end,
-even on error or Ctrl-C.
+Each workload runs in a native directory, then on a passthrough mount, then in a project
+folder of a fresh motionfs mount. The passthrough mount is the project's own minimal
+daemon (benchlib/passthrough.py: pyfuse3 on trio like motionfs, the same kernel options,
+every request forwarded to a native directory with os calls): what any daemon on this
+stack costs, so that motionfs's own cost is the gap between those two columns
+(`--no-passthrough` leaves it out). All three live in one temporary directory (TMPDIR
+decides where), next to the mount's store, so they use the same disk; both mounts are
+always unmounted at the end, even on error or Ctrl-C.
 
 The workloads (sizes of the full run; --quick shrinks them for a smoke run):
  1  write 1 GiB in 1 MiB writes, then fsync             target: >= 75% of native MiB/s
@@ -21,17 +25,35 @@ The workloads (sizes of the full run; --quick shrinks them for a smoke run):
  8  git add -A && git commit of 1,000 files              target: <= 8x native time
  9  delete the 5,000-file tree of 4                      target: >= 2,000 files/s
 10  the daemon's peak RSS while a 4 GiB file is written  target: < 300 MiB
-    and read back (VmHWM, reset through clear_refs)
+    and read back (VmHWM, reset through clear_refs)      (motionfs only)
+11  npm install of a Remotion project                    target: <= 1.3x native time
+12  npx remotion render of it (30 frames, 320x180)       target: <= 1.3x native time
+The targets compare motionfs with native (the passthrough column has its own ratio, no
+target). 11-12 run in the full run or with --remotion (benchlib/remotion.py): one npm
+cache, warmed by an untimed install, serves every side with --offline, so they compare
+filesystems, not the network; the render needs npm and a Chromium (Debian's `chromium`
+or MOTIONFS_BENCH_CHROMIUM) and is skipped with a note otherwise. `--only` picks
+workloads by name.
+
 Dropping the caches is `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root; without it
 those steps are "not measured"); on the mount it drops the FUSE page cache and the pages
 of the daemon's cache files alike. Every byte written is verified, most of it untimed
 after the step; reads compare what they read inside the step (a memcmp per block, the
-same cost on both sides).
+same cost on all sides).
 
 Wall time comes from time.perf_counter. A step that takes under FAST_SECONDS is repeated
 until it has run REPEATS times and the median is reported. Before every step (native ones
 too) the bench waits, untimed, until the daemon has no store operations pending, so the
 background uploads of one step do not slow down the next.
+
+Where the time goes: while a step is timed on a FUSE mount, the kernel's tracepoints
+fuse:fuse_request_send/end are recorded in a tracefs instance of the bench's own
+(benchlib/fusetrace.py; root, Linux >= 6.14), which counts the requests motionfs gets
+without touching it, and their reply times. A second table shows per workload and mount
+the requests per run, per file (or MiB, op, save), the wall time and reply time per
+request, the passthrough's time in its handlers, and the top request types. Without the
+tracepoints the passthrough's own counters stand in (the kernel sends any daemon with
+the same options the same requests), and the legend says so.
 
 A step that fails (an error, or a verification that does not hold) is reported in the
 table as FAILED, with the motionfs.log excerpt below the table, the run goes on with the
@@ -105,9 +127,11 @@ def reexec_in_venv() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Time the issue 6 workloads on a native directory and on a fresh motionfs "
-        "mount (same disk, same run); print both with the ratio and each target's PASS/MISS. "
-        "Exits 1 if a step fails or a checkpoint check fails; a missed target is not a failure.",
+        description="Time the issue 6 workloads (and Remotion's) on a native directory, a "
+        "passthrough FUSE mount and a fresh motionfs mount (same disk, same run); print all "
+        "three with the ratios to native, each target's PASS/MISS and the FUSE requests of "
+        "each step. Exits 1 if a step fails or a checkpoint check fails; a missed target is "
+        "not a failure.",
     )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument(
