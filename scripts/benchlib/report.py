@@ -26,20 +26,24 @@ pt ratio, mfs ratio: how many times longer the passthrough mount and motionfs ta
 REQUESTS_LEGEND = """\
 FUSE requests the kernel sent during one timed run (the mean over the runs), from the
 kernel's tracepoints fuse:fuse_request_send/end, the same way for both daemons (motionfs
-is not touched). per unit: requests per file, MiB, op or save of the row's rate. wall/req:
-the step's time divided by its requests, the time budget of one request (the
-application's own work included). reply/req: mean time from the kernel sending a request
-to the daemon's reply (queueing included). in daemon: time inside passthrough.py's
-handlers per request (the rest of a reply is the kernel, libfuse, pyfuse3 and trio). The
-top types show the count per run and, in brackets, the mean reply time of that type."""
+is not touched; forgets, which have no reply, are not traced). per unit: requests per file,
+MiB, op, save or frame of the row's rate. wall/req: the step's time divided by its
+requests, the time budget of one request (the application's own work included).
+reply/req: mean time from the kernel sending a request to the daemon's reply (queueing
+included, so concurrent requests can make it exceed wall/req). in daemon: time inside
+passthrough.py's handlers per request (the rest of a reply is the kernel, libfuse, pyfuse3
+and trio). The top types show the count per run and, in brackets, their mean reply time.
+A "+" after a count: the trace buffer dropped events, the count is a lower bound."""
 
 REQUESTS_LEGEND_DAEMON = """\
 FUSE requests served by the passthrough daemon during one timed run (the mean over the
-runs), from its own counters: the kernel's tracepoints were not available ({why}), so
-motionfs's requests are not counted; it gets the same kernel request mix for the same
-options, so the passthrough's counts stand in for it. per unit: requests per file, MiB, op
-or save of the row's rate. wall/req: the step's time divided by the requests. in daemon:
-time inside the handlers per request; the top types show, in brackets, its mean."""
+runs), from its own counters, as the kernel's tracepoints are not available here; motionfs
+has no counters, but the kernel sends any daemon with the same options the same requests,
+so the passthrough's counts stand in for motionfs's (requests pyfuse3 answers itself, such
+as ioctl, are not counted). per unit: requests per file, MiB, op, save or frame of the
+row's rate. wall/req: the step's time divided by the requests. in daemon: time inside the
+handlers per request; the top types show, in brackets, their mean time in the handler.
+No kernel counts because: {why}."""
 
 CKPT_LEGEND = """\
 Each step runs once, after the journal is drained. c1 and c2 are timed as mkdir
@@ -149,6 +153,11 @@ def rate_cell(row: Row, o: Outcome | None) -> str:
     return f"{fmt_number(o.rate)} {row.unit}"
 
 
+def fmt_few(value: float) -> str:
+    """A small ratio with two significant digits below 1 (0.045), one decimal above."""
+    return f"{value:,.1f}" if value >= 1 else f"{value:.2g}"
+
+
 def fmt_us(seconds: float) -> str:
     us = seconds * 1e6
     if us >= 10_000:
@@ -169,7 +178,7 @@ def requests_table(rows: dict[str, Row]) -> list[str]:
                 continue
             total = sum(o.requests.values())
             unit = (row.unit or "").removesuffix("/s")
-            per = f"{total / o.amount:,.1f}/{unit.rstrip('s')}" if o.amount and unit else "-"
+            per = f"{fmt_few(total / o.amount)}/{unit.rstrip('s')}" if o.amount and unit else "-"
             reply = sum(o.reply_seconds.values())
             handler = sum(o.handler_seconds.values())
             means = o.reply_seconds if o.reply_seconds else o.handler_seconds
