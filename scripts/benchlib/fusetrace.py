@@ -35,7 +35,7 @@ class Requests:
     """The requests of one connection in one timed run."""
 
     counts: Counter[str] = field(default_factory=Counter)  # by request type
-    reply_seconds: Counter[str] = field(default_factory=Counter)  # summed reply times
+    reply_seconds: dict[str, float] = field(default_factory=dict)  # summed reply times
     lost: int = 0  # events the buffer dropped (counts are then a lower bound)
 
 
@@ -109,7 +109,8 @@ class FuseTrace:
                     sent[conn, unique] = (op, usecs)
                 elif (conn, unique) in sent:
                     op, then = sent.pop((conn, unique))
-                    out[conn].reply_seconds[op] += (usecs - then) / 1e6
+                    replies = out[conn].reply_seconds
+                    replies[op] = replies.get(op, 0.0) + (usecs - then) / 1e6
         for r in out.values():
             r.lost = lost
         return out

@@ -27,7 +27,7 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,10 +40,10 @@ READ_AHEAD_KB = 1024  # as motionfs raises it (root only)
 P = ParamSpec("P")
 R = TypeVar("R")
 COUNTS: Counter[str] = Counter()  # requests served, by handler
-SECONDS: Counter[str] = Counter()  # time spent in each handler
+SECONDS: dict[str, float] = {}  # time spent in each handler
 
 
-def counted(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def counted(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Count the request and its handler time; turn an OSError into the FUSE error."""
     name = fn.__name__
 
@@ -56,7 +56,7 @@ def counted(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         finally:
             COUNTS[name] += 1
-            SECONDS[name] += time.perf_counter() - start
+            SECONDS[name] = SECONDS.get(name, 0.0) + time.perf_counter() - start
 
     return wrapper
 
