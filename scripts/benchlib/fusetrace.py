@@ -7,7 +7,8 @@ counts what the kernel asks of any FUSE daemon, motionfs included, without touch
 and gives each request's reply time (send to reply, in the kernel, queueing included).
 Recording an event costs well under a microsecond, next to tens of microseconds per
 request. Where tracefs or the tracepoints are missing (not root, older kernel), the
-passthrough daemon's own counts stand in (see passthrough.py), and motionfs has none.
+passthrough daemon's own counts stand in (see passthrough.py), and motionfs has none. If
+tracefs is not mounted, the bench mounts it for the run and unmounts it afterwards.
 """
 
 from __future__ import annotations
@@ -51,15 +52,17 @@ class FuseTrace:
     def __init__(self) -> None:
         self.dir = TRACEFS / "instances" / f"motionfs-bench-{os.getpid()}"
         self.active = False
+        self.mounted = False  # tracefs was not mounted: the bench mounted it, and unmounts it
 
     def open(self) -> str | None:
         """Start recording; None if it works, else why not."""
         if os.geteuid() != 0:
             return "tracefs needs root"
         if not (TRACEFS / "instances").is_dir():
-            subprocess.run(
+            done = subprocess.run(
                 ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, check=False
             )
+            self.mounted = done.returncode == 0
         if not (TRACEFS / "events" / "fuse" / EVENTS[0]).is_dir():
             return "no fuse tracepoints in tracefs (they came in Linux 6.14)"
         for stale in (TRACEFS / "instances").glob("motionfs-bench-*"):
@@ -117,6 +120,9 @@ class FuseTrace:
 
     def close(self) -> None:
         if not self.active:
+            if self.mounted:
+                subprocess.run(["umount", str(TRACEFS)], capture_output=True, check=False)
+                self.mounted = False
             return
         with contextlib.suppress(OSError):
             (self.dir / "tracing_on").write_text("0\n")
@@ -125,3 +131,6 @@ class FuseTrace:
         with contextlib.suppress(OSError):
             self.dir.rmdir()
         self.active = False
+        if self.mounted:  # busy if another run uses it: then it stays
+            subprocess.run(["umount", str(TRACEFS)], capture_output=True, check=False)
+            self.mounted = False
