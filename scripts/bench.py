@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark motionfs against a native directory on the same disk, in one run (issue 6).
+"""Benchmark motionfs against a native directory and against the stack's ceiling, in one run.
 
 Run it as `scripts/bench` (that sets up the .venv first); `--help` lists the options.
 
-Each workload runs first in a native directory, then in a project folder of a fresh
-motionfs mount. Both live in one temporary directory (TMPDIR decides where), next to the
-mount's store, so both sides use the same disk; the mount is always unmounted at the end,
-even on error or Ctrl-C.
+Each workload runs in a native directory, then on a passthrough mount, then in a project
+folder of a fresh motionfs mount. The passthrough mount is the project's own minimal
+daemon (benchlib/passthrough.py: pyfuse3 on trio like motionfs, the same kernel options,
+every request forwarded to a native directory with os calls): what any daemon on this
+stack costs, so that motionfs's own cost is the gap between those two columns
+(`--no-passthrough` leaves it out). All three live in one temporary directory (TMPDIR
+decides where), next to the mount's store, so they use the same disk; both mounts are
+always unmounted at the end, even on error or Ctrl-C.
 
 The workloads (sizes of the full run; --quick shrinks them for a smoke run):
  1  write 1 GiB in 1 MiB writes, then fsync             target: >= 75% of native MiB/s
@@ -21,17 +25,35 @@ The workloads (sizes of the full run; --quick shrinks them for a smoke run):
  8  git add -A && git commit of 1,000 files              target: <= 8x native time
  9  delete the 5,000-file tree of 4                      target: >= 2,000 files/s
 10  the daemon's peak RSS while a 4 GiB file is written  target: < 300 MiB
-    and read back (VmHWM, reset through clear_refs)
+    and read back (VmHWM, reset through clear_refs)      (motionfs only)
+11  npm install of a Remotion project                    target: <= 1.3x native time
+12  npx remotion render of it (30 frames, 320x180)       target: <= 1.3x native time
+The targets compare motionfs with native (the passthrough column has its own ratio, no
+target). 11-12 run in the full run or with --remotion (benchlib/remotion.py): one npm
+cache, warmed by an untimed install, serves every side with --offline, so they compare
+filesystems, not the network; the render needs npm and a Chromium (Debian's `chromium`
+or MOTIONFS_BENCH_CHROMIUM) and is skipped with a note otherwise. `--only` picks
+workloads by name.
+
 Dropping the caches is `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root; without it
 those steps are "not measured"); on the mount it drops the FUSE page cache and the pages
 of the daemon's cache files alike. Every byte written is verified, most of it untimed
 after the step; reads compare what they read inside the step (a memcmp per block, the
-same cost on both sides).
+same cost on all sides).
 
 Wall time comes from time.perf_counter. A step that takes under FAST_SECONDS is repeated
 until it has run REPEATS times and the median is reported. Before every step (native ones
 too) the bench waits, untimed, until the daemon has no store operations pending, so the
 background uploads of one step do not slow down the next.
+
+Where the time goes: while a step is timed on a FUSE mount, the kernel's tracepoints
+fuse:fuse_request_send/end are recorded in a tracefs instance of the bench's own
+(benchlib/fusetrace.py; root, Linux >= 6.14), which counts the requests motionfs gets
+without touching it, and their reply times. A second table shows per workload and mount
+the requests per run, per file (or MiB, op, save), the wall time and reply time per
+request, the passthrough's time in its handlers, and the top request types. Without the
+tracepoints the passthrough's own counters stand in (the kernel sends any daemon with
+the same options the same requests), and the legend says so.
 
 A step that fails (an error, or a verification that does not hold) is reported in the
 table as FAILED, with the motionfs.log excerpt below the table, the run goes on with the
@@ -51,6 +73,7 @@ The code is in scripts/benchlib/; this file parses the options and runs the work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -67,21 +90,32 @@ from pathlib import Path
 from benchlib.checkpoints import checkpoints
 from benchlib.common import FULL, QUICK, VENV, is_mounted, progress
 from benchlib.data import make_tree
+from benchlib.fusetrace import FuseTrace
+from benchlib.remotion import prepare_remotion, remotion
 from benchlib.report import (
     CKPT_LEGEND,
     LEGEND,
+    REQUESTS_LEGEND,
+    REQUESTS_LEGEND_DAEMON,
     commit,
     disk_of,
     failures,
     measure_table,
     memory,
+    requests_source,
+    requests_table,
     row_json,
     sorted_rows,
     table,
 )
 from benchlib.runner import Bench
-from benchlib.targets import STORES, NativeTarget
+from benchlib.targets import STORES, NativeTarget, PassthroughTarget, Target
 from benchlib.workloads import daemon_rss, git_commit, rsync_in, saves, sequential, small_tree
+
+WORKLOADS = {
+    f.__name__: f
+    for f in (sequential, small_tree, saves, rsync_in, git_commit, daemon_rss, remotion)
+}
 
 
 def reexec_in_venv() -> None:
@@ -93,9 +127,11 @@ def reexec_in_venv() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Time the issue 6 workloads on a native directory and on a fresh motionfs "
-        "mount (same disk, same run); print both with the ratio and each target's PASS/MISS. "
-        "Exits 1 if a step fails or a checkpoint check fails; a missed target is not a failure.",
+        description="Time the issue 6 workloads (and Remotion's) on a native directory, a "
+        "passthrough FUSE mount and a fresh motionfs mount (same disk, same run); print all "
+        "three with the ratios to native, each target's PASS/MISS and the FUSE requests of "
+        "each step. Exits 1 if a step fails or a checkpoint check fails; a missed target is "
+        "not a failure.",
     )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument(
@@ -112,7 +148,30 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="run only the checkpoint workload (the default run includes it)",
     )
-    return p.parse_args()
+    p.add_argument(
+        "--remotion",
+        action="store_true",
+        help="run the Remotion workload (11-12) also with --quick or --only",
+    )
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run only these workloads, comma-separated, of: "
+        + ", ".join([*WORKLOADS, "checkpoints"]),
+    )
+    p.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="leave out the passthrough column (and its daemon)",
+    )
+    args = p.parse_args()
+    if args.only:
+        names = args.only.split(",")
+        unknown = sorted(set(names) - {*WORKLOADS, "checkpoints"})
+        if unknown:
+            p.error(f"--only: unknown workload {', '.join(unknown)}")
+        args.only = names
+    return args
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -124,6 +183,16 @@ def main() -> int:
     args = parse_args()
     make_target = STORES[args.store]
     sizes = QUICK if args.quick else FULL
+    if args.remotion:
+        sizes = dataclasses.replace(sizes, remotion=True)
+    if args.checkpoints:
+        chosen = ["checkpoints"]
+    elif args.only:
+        chosen = args.only + (["remotion"] if args.remotion else [])
+    else:
+        chosen = [*WORKLOADS, "checkpoints"]
+    if not sizes.remotion and "remotion" in chosen and not args.only:
+        chosen.remove("remotion")
     command = shlex.join(["scripts/bench", *sys.argv[1:]])
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) != signal.SIG_IGN:  # respect nohup and the like
@@ -131,7 +200,14 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="motionfs-bench-")).resolve()
     mfs = make_target(base)
-    bench = Bench(base, sizes, [NativeTarget(base), mfs])
+    targets: list[Target] = [NativeTarget(base)]
+    passthrough = None if args.no_passthrough else PassthroughTarget(base)
+    if passthrough is not None:
+        targets.append(passthrough)
+    bench = Bench(base, sizes, [*targets, mfs])
+    trace = FuseTrace()
+    why_no_trace = trace.open()
+    bench.trace = None if why_no_trace else trace
     rev = commit()
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -142,22 +218,31 @@ def main() -> int:
         "disk": f"{base} on {disk_of(base)}",
         "store": f"{args.store} ({mfs.store})",
         "run": "quick" if args.quick else "full",
+        "passthrough": "-" if passthrough is None else f"passthrough.py on {passthrough.source}",
+        "requests": f"not counted by the kernel: {why_no_trace}"
+        if why_no_trace
+        else "kernel tracepoints fuse:fuse_request_send/end",
     }
     print(f"motionfs bench, {header['date']}")
-    for key in ("command", "commit", "machine", "disk", "store"):
+    for key in ("command", "commit", "machine", "disk", "store", "passthrough", "requests"):
         print(f"{key}: {header[key]}")
     sys.stdout.flush()
 
     started = time.perf_counter()
     interrupted = False
     try:
+        if passthrough is not None:
+            passthrough.mount()
         mfs.mount()
-        if not args.checkpoints:
+        if "rsync_in" in chosen:
             bench.source_bytes = make_tree(bench.source, sizes.rsync_files, seed=7, text=False)
-            for workload in (sequential, small_tree, saves, rsync_in, git_commit, daemon_rss):
+        if "remotion" in chosen:
+            prepare_remotion(bench)
+        for name, workload in WORKLOADS.items():
+            if name in chosen:
                 for target in bench.targets:
                     bench.run(workload, target)
-        if args.store == "local":  # it measures the store directory's growth on disk
+        if args.store == "local" and "checkpoints" in chosen:  # it measures the store's growth
             bench.run(checkpoints, mfs)
     except KeyboardInterrupt:
         interrupted = True
@@ -169,11 +254,15 @@ def main() -> int:
             bench.problems.append(f"motionfs.log:\n{log}")
     finally:
         on_interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
+        trace.close()
         mfs.close()
-        left = is_mounted(mfs.mountpoint)
-        if left:
-            bench.problems.append(f"{mfs.mountpoint} is still mounted")
-        elif not args.keep:
+        if passthrough is not None:
+            passthrough.close()
+        mounts = [mfs.mountpoint] + ([passthrough.mountpoint] if passthrough else [])
+        left = [m for m in mounts if is_mounted(m)]
+        for mountpoint in left:
+            bench.problems.append(f"{mountpoint} is still mounted")
+        if not left and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
         signal.signal(signal.SIGINT, on_interrupt)
     total = time.perf_counter() - started
@@ -183,8 +272,21 @@ def main() -> int:
         print("\n".join(table(bench.rows)))
         print()
         print(LEGEND)
+        for line in bench.notes:
+            print(line)
         for line in failures(bench.rows):
             print(line)
+        where = requests_table(bench.rows)
+        if where:
+            print()
+            print("\n".join(where))
+            print()
+            source = requests_source(bench.rows)
+            print(
+                REQUESTS_LEGEND_DAEMON.format(why=why_no_trace)
+                if source == "daemon"
+                else REQUESTS_LEGEND
+            )
     if bench.measures:
         print()
         print("\n".join(measure_table(bench.measures)))
@@ -221,6 +323,8 @@ def main() -> int:
             "sizes": asdict(sizes),
             "interrupted": interrupted,
             "total_seconds": total,
+            "requests_from": requests_source(bench.rows),
+            "requests_trace": why_no_trace or "fuse:fuse_request_send/end tracepoints",
             "rows": [row_json(r) for r in sorted_rows(bench.rows)],
             "checkpoints": [asdict(m) for m in bench.measures],
             "problems": bench.problems,

@@ -82,7 +82,7 @@ def checkpoints(b: Bench, t: Target) -> None:
     ) -> Measure:
         m = Measure(label, value, limit, verdict, number)
         rows.append(m)
-        progress(f"  {t.name:<8} ckpt {label:<60} {value:>12}  {verdict}")
+        progress(f"  {t.name:<11} ckpt {label:<60} {value:>12}  {verdict}")
         return m
 
     def timed(fn: Callable[[], object]) -> float:

@@ -47,6 +47,7 @@ class Sizes:
     git_files: int  # 8: files committed
     rss_mib: int  # 10: the file written and read back while the daemon's RSS is watched
     ckpt_files: int  # checkpoint workload: files of CKPT_FILE bytes
+    remotion: bool  # 11-12: the Remotion install and render (or --remotion)
 
 
 FULL = Sizes(
@@ -60,6 +61,7 @@ FULL = Sizes(
     git_files=1000,
     rss_mib=4096,
     ckpt_files=2000,
+    remotion=True,
 )
 QUICK = Sizes(
     seq_mib=64,
@@ -72,6 +74,7 @@ QUICK = Sizes(
     git_files=100,
     rss_mib=256,
     ckpt_files=200,
+    remotion=False,
 )
 
 
@@ -127,6 +130,12 @@ class Outcome:
     error: str | None = None  # "FAILED: ..." or "not measured ..."
     note: str | None = None  # information worth a mention (not a failure)
     log: str | None = None  # motionfs.log excerpt for a failure
+    # Where the time goes (FUSE targets): per timed run, by request type.
+    requests: dict[str, float] = field(default_factory=dict)  # requests
+    reply_seconds: dict[str, float] = field(default_factory=dict)  # kernel send to reply
+    handler_seconds: dict[str, float] = field(default_factory=dict)  # in passthrough.py
+    requests_from: str | None = None  # "kernel" (tracepoints) or "daemon" (its counters)
+    requests_lost: int = 0  # trace events dropped: the counts are a lower bound
 
     @property
     def rate(self) -> float | None:

@@ -1,4 +1,4 @@
-"""Where the workloads run: a native directory and a motionfs mount, and their set-up.
+"""Where the workloads run: a native directory, the passthrough mount and a motionfs mount.
 
 Kept apart from the workloads so that a store backend is only a new factory in STORES.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from .common import ROOT, drop_caches, is_mounted, process_alive, run
 
 SETTLE_TIMEOUT = 600.0
+PASSTHROUGH = Path(__file__).with_name("passthrough.py")
 
 
 class NativeTarget:
@@ -50,6 +51,125 @@ class NativeTarget:
 
     def log_since(self, mark: int) -> str:
         return ""
+
+    def fuse_mount(self) -> Path | None:
+        return None
+
+
+class PassthroughTarget:
+    """The project's minimal passthrough daemon (passthrough.py) over a native directory.
+
+    Same stack and kernel options as motionfs and no bookkeeping: the ceiling of the stack.
+    """
+
+    name = "passthrough"
+
+    def __init__(self, base: Path) -> None:
+        self.source = base / "passthrough-src"
+        self.mountpoint = base / "passthrough-mnt"
+        self.root = self.mountpoint / "bench"
+        self.log = base / "passthrough.log"
+        self.stats_file = base / "passthrough-stats.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.source.mkdir()
+        self.mountpoint.mkdir()
+
+    def mount(self) -> None:
+        cmd = [sys.executable, str(PASSTHROUGH), str(self.source), str(self.mountpoint)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--stats", str(self.stats_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C reaches the bench, which unmounts it
+            )
+        deadline = time.monotonic() + 30
+        while not is_mounted(self.mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"passthrough.py did not mount: {self.log_since(0, 5)}")
+            time.sleep(0.05)
+        os.stat(self.mountpoint)  # returns once the daemon has answered INIT
+        self.root.mkdir(exist_ok=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.root.is_dir()
+
+    def ensure_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError("the passthrough mount is gone (did its daemon die?)")
+
+    def recover(self) -> None:
+        self.close()
+        self.mount()
+
+    def settle(self) -> None:
+        self.ensure_alive()  # nothing runs in the background
+
+    def cold(self) -> None:
+        drop_caches()
+
+    def log_mark(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark: int, lines: int = 25) -> str:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(mark)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fuse_mount(self) -> Path | None:
+        return self.mountpoint
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """The daemon's own counters so far: {"counts": {...}, "seconds": {...}}."""
+        if self.proc is None:
+            raise RuntimeError("the passthrough daemon is not running")
+        try:
+            seq = json.loads(self.stats_file.read_text())["seq"]
+        except (OSError, ValueError):
+            seq = 0
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(self.stats_file.read_text())
+                if record["seq"] > seq:
+                    return {"counts": record["counts"], "seconds": record["seconds"]}
+            time.sleep(0.002)
+        raise RuntimeError("the passthrough daemon did not write its counters")
+
+    def close(self) -> None:
+        """Unmount and wait for the daemon; lazily and by signal if it will not go."""
+        if is_mounted(self.mountpoint):
+            subprocess.run(
+                ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, check=False
+            )
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        if is_mounted(self.mountpoint):
+            subprocess.run(
+                ["fusermount3", "-u", "-z", str(self.mountpoint)], capture_output=True, check=False
+            )
+        self.proc = None
 
 
 class MotionfsTarget:
@@ -142,6 +262,9 @@ class MotionfsTarget:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def fuse_mount(self) -> Path | None:
+        return self.mountpoint
+
     def close(self) -> None:
         """Unmount whatever state the mount is in and make sure the daemon is gone."""
         if is_mounted(self.mountpoint):
@@ -202,4 +325,4 @@ def stop_process(pid: int) -> None:
             return
 
 
-Target = NativeTarget | MotionfsTarget
+Target = NativeTarget | PassthroughTarget | MotionfsTarget

@@ -29,7 +29,7 @@ from .data import (
     write_big,
 )
 from .runner import Bench
-from .targets import MotionfsTarget, Target
+from .targets import MotionfsTarget, PassthroughTarget, Target
 
 SHARE_75 = Goal("share", 0.75, ">= 75% of native")
 
@@ -225,6 +225,8 @@ def daemon_rss(b: Bench, t: Target) -> None:
     mib = b.sizes.rss_mib
     label = f"daemon peak RSS, {fmt_mib(mib)} written + read back"
     goal = Goal("below", 300 * MiB, "< 300 MiB")
+    if isinstance(t, PassthroughTarget):
+        return  # no bookkeeping to measure: "-"
     if not isinstance(t, MotionfsTarget):
         b.skip(t, "10", label, "", goal)
         return
