@@ -10,6 +10,7 @@ are at the end.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
+import trio
 
-from motionfs.errors import FsError
+from harness import CTX, Harness, fs_error, ns_of, project, read_file, rewrite, write_file
+from motionfs.daemon import Engine
+from motionfs.errors import FsError, SetupError
 from motionfs.meta.engine import IndexUnusable, MetaEngine
 from motionfs.meta.postgres import PgIndex
 from motionfs.meta.records import NamespaceRecord
@@ -572,3 +576,74 @@ def test_pg_marker_file_names_no_password(pg: Engines) -> None:
     assert isinstance(idx, PgIndex)
     text = idx.path.read_text()
     assert pg.pg.password not in text and '"schema": "motionfs"' in text
+
+
+# -- the daemon's engine on PostgreSQL (tests/harness.py, no kernel) ------------------------
+
+
+@pytest.fixture
+def pg_harness(pg: Engines, tmp_path: Path) -> Harness:
+    """The daemon's wiring over a local store directory, its index in PostgreSQL."""
+    return Harness(tmp_path / "store", meta_url=pg.url)
+
+
+def test_pg_drive_files_rename_and_restart(pg_harness: Harness) -> None:
+    """Files made, renamed and read back through the Drive; a second daemon
+    lifetime over the same database sees them, and the store holds the bytes."""
+    found: dict[str, Any] = {}
+
+    async def first(e: Engine) -> None:
+        drive = e.drive
+        assert isinstance(e.index, PgIndex)
+        p = await project(drive)
+        f = await write_file(drive, p, b"f", b"hello postgres")
+        d = await drive.mkdir(p, b"d", 0o755, CTX)
+        await write_file(drive, d.ino, b"g", b"nested")
+        await drive.rename(p, b"f", d.ino, b"moved", 0)
+        drive.setxattr(f, b"user.k", b"v")
+        found.update(p=p, f=f, d=d.ino, ns=ns_of(drive, f))
+
+    async def second(e: Engine) -> None:
+        drive = e.drive
+        assert drive.lookup(found["d"], b"moved").ino == found["f"]
+        with fs_error(errno.ENOENT):
+            drive.lookup(found["p"], b"f")
+        assert await read_file(drive, found["f"]) == b"hello postgres"
+        assert drive.getxattr(found["f"], b"user.k") == b"v"
+        assert pg_harness.store_bytes(e, found["ns"], "/d/moved") == b"hello postgres"
+        assert e.index.pending_count() == 0 and e.index.integrity_errors() == []
+        assert not (pg_harness.root / "index.sqlite").exists()  # the index is elsewhere
+
+    pg_harness.run(first)
+    pg_harness.run(second)
+
+
+def test_pg_drive_checkpoint_and_restore(pg_harness: Harness) -> None:
+    """A checkpoint made, the file changed, the checkpoint restored after a restart."""
+    found: dict[str, int] = {}
+
+    async def first(e: Engine) -> None:
+        drive = e.drive
+        p = await project(drive)
+        f = await write_file(drive, p, b"f", b"old")
+        await drive.create_checkpoint(p, b"v1", "first")
+        await rewrite(drive, f, 0, b"NEW", os.O_WRONLY | os.O_TRUNC)
+        found.update(p=p, f=f)
+
+    async def second(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        assert [s.name for s in e.checkpoints.summaries(found["p"])] == ["v1"]
+        assert await read_file(drive, found["f"]) == b"NEW"
+        await e.checkpoints.restore(found["p"], "v1")
+        assert await read_file(drive, tree.lookup(found["p"], b"f").ino) == b"old"
+
+    pg_harness.run(first)
+    pg_harness.run(second)
+
+
+def test_pg_harness_refuses_an_unreachable_database(tmp_path: Path) -> None:
+    from pgserver import _free_port
+
+    h = Harness(tmp_path, meta_url=f"postgresql://x@127.0.0.1:{_free_port()}/none")
+    with pytest.raises(SetupError, match="cannot reach PostgreSQL"):
+        h.run(lambda e: trio.sleep(0))
