@@ -23,6 +23,7 @@ import trio
 from harness import CTX, Harness, fs_error, ns_of, project, read_file, rewrite, write_file
 from motionfs.daemon import Engine
 from motionfs.errors import FsError, SetupError
+from motionfs.meta import open_engine
 from motionfs.meta.engine import IndexUnusable, MetaEngine
 from motionfs.meta.postgres import PgIndex
 from motionfs.meta.records import NamespaceRecord
@@ -490,6 +491,24 @@ def test_reopen_keeps_everything(engines: Engines, idx: MetaEngine) -> None:
         assert again.enqueue("ns1", "mkdir", path="/z") > seq
         assert again.checkpoint_catalog().add("ns1", "d", None, 6) > cp
     assert again.integrity_errors() == []
+
+
+def test_read_only_view_for_status(engines: Engines, idx: MetaEngine) -> None:
+    """open_engine(readonly=True), as `motionfs status` uses it: reads what is
+    committed, changes nothing."""
+    make_tree(idx)
+    with idx.transaction():
+        idx.enqueue("ns1", "mkdir", path="/x")
+    if engines.kind == "sqlite":
+        view = open_engine(engines.tmp_path / "index.sqlite", readonly=True)
+    else:
+        view = open_engine(engines.tmp_path / "index.postgres", readonly=True, url=engines.url)
+    engines.opened.append(view)
+    assert view.pending_report() == (1, 0, None)
+    assert [n for n, _ in view.listing(1)] == [b"d", b"p"]
+    with pytest.raises(Exception, match=r"(?i)read.only|readonly"), view.transaction():
+        view.set_meta("k", "v")
+    assert idx.get_meta("k") is None
 
 
 def _record_newer_schema(engines: Engines, idx: MetaEngine) -> None:
