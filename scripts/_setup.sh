@@ -6,7 +6,7 @@ VENV="$ROOT/.venv"
 
 # Debian packages: fuse3 (fusermount3), libfuse3-dev + pkg-config (to build pyfuse3),
 # attr (getfattr/setfattr for tests and users), rsync and git (tests), ffmpeg libs come in wheels.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config attr rsync git gcc python3-dev)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config attr rsync git gcc python3-dev postgresql)  # postgresql: servers for tests/pgserver.py
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -356,3 +356,22 @@ needs_tool = {
     name: pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} not installed")
     for name in ("rsync", "git", "npm", "getfattr", "setfattr")
 }
+
+
+# -- PostgreSQL, for the metadata engine's tests ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the session (tests/pgserver.py; a test
+    makes its own database with create_database()). Without PostgreSQL the tests
+    that need it fail under CI=true (setup must have installed it) and skip elsewhere."""
+    from pgserver import PgServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    with PgServer() as server:
+        yield server

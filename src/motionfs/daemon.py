@@ -43,7 +43,8 @@ from motionfs.errors import FsError, SetupError, StoreUnavailable
 from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import SnapshotView
-from motionfs.meta.sqlite import Index
+from motionfs.meta import open_engine
+from motionfs.meta.engine import IndexUnusable, MetaEngine
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
@@ -53,6 +54,7 @@ from motionfs.store.storage import Storage
 log = logging.getLogger("motionfs")
 
 INDEX_FILE = "index.sqlite"
+PG_INDEX_FILE = "index.postgres"  # with meta_url: names the PostgreSQL index (no password)
 LOCK_FILE = "lock"
 LOG_FILE = "motionfs.log"
 LAZY_FLAG = "umount-lazy"  # `motionfs umount --lazy`: exit without draining the journal
@@ -73,6 +75,7 @@ class MountOptions(BaseModel):
     s3_endpoint: str | None = None
     memory: bool = False  # memory://: the bytes live in this process; `store` is private scratch
     sqlite_db: Path | None = None  # sqlite:///FILE: the bytes live in that file
+    meta_url: str | None = None  # postgresql://...: the index lives there, not in `store`
     user: str
     allow_other: bool = False
     cache_size: int = 10 << 30
@@ -172,7 +175,7 @@ def start_up_errors(what: str) -> Iterator[None]:
         raise SetupError(f"{what}: index: {e}") from e
 
 
-def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
+def s3_settings(index: MetaEngine, opts: MountOptions) -> S3Settings | None:
     """The s3 store an index belongs to: named on the command line the first
     time, remembered in the index (address and endpoint, never credentials)."""
     known = index.get_meta("s3_url")
@@ -208,7 +211,7 @@ def s3_settings(index: Index, opts: MountOptions) -> S3Settings | None:
     return settings
 
 
-def sqlite_db(index: Index, opts: MountOptions) -> Path | None:
+def sqlite_db(index: MetaEngine, opts: MountOptions) -> Path | None:
     """The store file a sqlite store's index belongs to: named on the command
     line the first time, remembered in the index."""
     known = index.get_meta("sqlite_db")
@@ -321,10 +324,16 @@ def secure_store(store: Path) -> None:
             log.warning("cannot make %s private: %s", path, e.strerror)
 
 
-def open_index(path: Path) -> Index:
-    """The store's index; a damaged file is a SetupError, never a traceback."""
+def open_index(path: Path, meta_url: str | None = None) -> MetaEngine:
+    """The store's index (in PostgreSQL with `meta_url`, `path`'s folder then
+    holding its marker file); a damaged file is a SetupError, never a traceback."""
+    if meta_url is not None:
+        try:
+            return open_engine(path.with_name(PG_INDEX_FILE), url=meta_url)
+        except (IndexUnusable, ValueError) as e:
+            raise SetupError(str(e)) from e
     try:
-        return Index(path)
+        return open_engine(path)
     except sqlite3.DatabaseError as e:
         if e.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
             raise
@@ -333,7 +342,7 @@ def open_index(path: Path) -> Index:
         ) from e
 
 
-def check_identity(index: Index, storage: Storage, bridge: AsyncioBridge) -> None:
+def check_identity(index: MetaEngine, storage: Storage, bridge: AsyncioBridge) -> None:
     """Refuse an index that is not this store's; give the store an identity
     (IDENTITY_FILE in the store, the same uuid in the index) if it has none.
 
@@ -410,7 +419,7 @@ class Engine:
         self.opts = opts
         self.check_store = check_store
         uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
-        self.index = open_index(opts.store / INDEX_FILE)
+        self.index = open_index(opts.store / INDEX_FILE, opts.meta_url)
         try:
             secure_store(opts.store)
             self.s3 = s3_settings(self.index, opts)

@@ -1,8 +1,8 @@
 """The metadata engine: inodes, links, xattrs, the journal table and checkpoint records.
 
 `engine` is the interface the other layers use, `records` the shapes it
-passes, `sqlite` the one engine so far; `open_engine` is where a daemon, fsck
-or the CLI gets one, so that choosing another engine happens here.
+passes, `sqlite` and `postgres` the engines; `open_engine` is where a daemon,
+fsck or the CLI gets one, so that choosing an engine happens here.
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ if TYPE_CHECKING:
     from motionfs.meta.engine import MetaEngine
 
 
-def open_engine(path: Path, readonly: bool = False) -> MetaEngine:
-    """The index at `path` (today always a SQLite file), or a read-only view
-    of it for status reports. Raises what the engine raises: IndexUnusable for
-    an index made by a newer version, sqlite3.DatabaseError for a damaged file."""
+def open_engine(path: Path, readonly: bool = False, url: str | None = None) -> MetaEngine:
+    """The index at `path` (a SQLite file), or with `url` (postgresql://...
+    [?schema=NAME]) the index in that PostgreSQL schema, `path` then being its
+    host-local marker file (its folder keeps the cache and the space reserve);
+    readonly: a view for status reports. Raises what the engine raises:
+    IndexUnusable for an index made by a newer version (or a server that
+    cannot be reached), sqlite3.DatabaseError for a damaged file."""
     # Imported here: importing motionfs.meta.records must not load an engine.
+    if url is not None:
+        from motionfs.meta.postgres import PgIndex
+
+        return PgIndex.open_readonly(url, path) if readonly else PgIndex(url, path)
     from motionfs.meta.sqlite import Index
 
     return Index.open_readonly(path) if readonly else Index(path)

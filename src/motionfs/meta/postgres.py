@@ -1,0 +1,592 @@
+"""The PostgreSQL metadata engine: the index in a PostgreSQL database.
+
+`PgIndex` keeps the contract of `motionfs.meta.engine` with the same tables
+as the SQLite engine (`sqlite.py`), so the tree, journal, checkpoints and
+fsck run on it unchanged. This module holds the connection, the schema and
+its migrations, namespaces, inodes, links and xattrs; the journal queries are
+in `postgres_journal`, the checkpoint catalog in `postgres_checkpoints`.
+
+How it keeps the contract:
+
+* Atomicity: one connection in autocommit mode (a read outside a transaction
+  sees committed state); `transaction()` is one BEGIN..COMMIT, nested blocks
+  join it, an exception rolls the whole group back.
+* Durability: `synchronous_commit=on` for the session, so COMMIT returns only
+  once the server has flushed its WAL; `sync()` has nothing left to do. (A
+  server run with `fsync=off` breaks that: it is logged at open.)
+* Identity: inode numbers, journal seqs, checkpoint and entry ids come from
+  sequences, which never hand out a number twice, not even after a rollback.
+  The layout's fixed inodes (given numbers) push the inode sequence past them.
+* Errors: SQLSTATE 53100 (disk_full) fails the group with FsError(ENOSPC)
+  after `on_full`; a schema made by a newer version is IndexUnusable.
+
+One store, one PostgreSQL schema: the URL's `schema=NAME` query parameter
+(default `motionfs`; stripped before libpq sees the URL) names it, every table
+lives in it and the connection's search_path is set to it alone, so several
+stores share a database by naming different schemas. Its `schema_version`
+table records each migration applied (MIGRATIONS, applied in order when the
+index is opened, under an advisory lock so two openers never race).
+
+`path` is host-local: a small file in the index directory (DIR/index.postgres,
+naming the database and schema, never a password) whose folder holds the
+data cache and the space reserve, as the SQLite file's folder does.
+
+Single host only, for now. What several hosts sharing one schema will need:
+the inode and parent caches below are valid only while this process is the
+only writer (LISTEN/NOTIFY invalidation, or close-to-open revalidation);
+`take_touched` only sees this host's enqueues (a NOTIFY per namespace, and
+an owner per namespace's journal so one host applies it); journal seqs are
+allocated at insert, not at commit, so seq order is commit order only with
+one writer (a per-namespace lock); sessions with heartbeats to tell live
+hosts from dead ones; and `dir_moves` grows only on this host's changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import re
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+
+from motionfs.errors import FsError
+from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
+from motionfs.meta.postgres_checkpoints import CHECKPOINT_SCHEMA, PgCheckpoints
+from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, PgJournal
+from motionfs.meta.records import Inode, NamespaceRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "motionfs"
+MIN_SERVER = 120000  # PostgreSQL 12: what the SQL here was written against
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# First half of the advisory lock key that serializes migrations of one schema.
+MIGRATION_LOCK = 0x6D6F7469  # "moti"
+
+BASE_SCHEMA = """
+CREATE TABLE meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);
+CREATE TABLE namespaces (
+    ns_id text COLLATE "C" PRIMARY KEY,
+    record text NOT NULL,          -- NamespaceRecord JSON
+    state text NOT NULL DEFAULT 'live'  -- 'live' | 'destroying'
+);
+CREATE SEQUENCE inode_numbers AS bigint;
+CREATE TABLE inodes (
+    ino bigint PRIMARY KEY DEFAULT nextval('inode_numbers'),  -- never reused
+    mode bigint NOT NULL,
+    uid bigint NOT NULL,
+    gid bigint NOT NULL,
+    nlink bigint NOT NULL,
+    size bigint NOT NULL DEFAULT 0,
+    rdev bigint NOT NULL DEFAULT 0,
+    atime_ns bigint NOT NULL,
+    mtime_ns bigint NOT NULL,
+    ctime_ns bigint NOT NULL,
+    target bytea,                  -- symlink target
+    role text NOT NULL,            -- see layout.Role
+    area text,                     -- projects | renders | assets (None for layout dirs)
+    scope text,                    -- StorageScope value
+    ns_id text COLLATE "C",        -- namespace holding this node's bytes
+    content_gen bigint NOT NULL DEFAULT 0,  -- 0: empty; else cache/<ino>.<gen> or the store
+    stored_gen bigint NOT NULL DEFAULT 0,   -- last generation written to the store
+    sha256 text
+);
+ALTER SEQUENCE inode_numbers OWNED BY inodes.ino;
+CREATE INDEX inodes_by_ns ON inodes (ns_id);
+CREATE TABLE entries (
+    parent bigint NOT NULL,
+    name bytea NOT NULL,
+    ino bigint NOT NULL,
+    PRIMARY KEY (parent, name)
+);
+CREATE INDEX entries_by_ino ON entries (ino);
+CREATE TABLE xattrs (
+    ino bigint NOT NULL,
+    name bytea NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (ino, name)
+);
+CREATE TABLE motion_meta (         -- Project/Render/AssetMetadata JSON per namespace
+    ns_id text COLLATE "C" PRIMARY KEY,
+    json text NOT NULL
+);
+"""
+
+# Schema version -> the SQL that brings version-1 to it. Append, never edit.
+MIGRATIONS: dict[int, str] = {1: BASE_SCHEMA + JOURNAL_SCHEMA + CHECKPOINT_SCHEMA}
+
+INODE_COLUMNS = (
+    "ino, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, target, "
+    "role, area, scope, ns_id, content_gen, stored_gen, sha256"
+)
+JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
+INODE_FIELDS_ORDER = tuple(Inode.model_fields)
+INODE_FIELDS = frozenset(INODE_FIELDS_ORDER)
+INODE_CACHE_MAX = 200_000  # as the SQLite engine: a hot lookup is a dict hit
+
+
+def _inode(row: tuple[Any, ...]) -> Inode:
+    return Inode.model_construct(**dict(zip(INODE_FIELDS_ORDER, row, strict=True)))
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(the libpq URL, the schema) of a `postgresql://...[?schema=NAME]` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"not a postgresql:// URL: {url}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_SCHEMA
+    rest = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            rest.append((key, value))
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            f"schema {schema!r}: use lower-case letters, digits and _ (at most 63, "
+            "not starting with a digit)"
+        )
+    return urlunsplit(parts._replace(query=urlencode(rest))), schema
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs, messages and the marker file."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}"))
+
+
+def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Connection[Any]:
+    options = f"-c search_path={schema} -c synchronous_commit=on"
+    if readonly:
+        options += " -c default_transaction_read_only=on"
+    try:
+        return psycopg.connect(
+            conninfo, autocommit=True, options=options, application_name="motionfs"
+        )
+    except psycopg.OperationalError as e:
+        raise IndexUnusable(f"cannot reach PostgreSQL at {redact(conninfo)}: {e}") from e
+
+
+class PgIndex(PgJournal):
+    """The PostgreSQL MetaEngine (the journal's queries come from PgJournal)."""
+
+    def __init__(self, url: str, path: Path, readonly: bool = False) -> None:
+        self.url = redact(url)
+        self.path = path
+        conninfo, self.schema = split_url(url)
+        self._depth = 0
+        self._inodes: dict[int, Inode] = {}
+        self._parents: dict[int, list[tuple[int, bytes]]] = {}
+        self._touched: set[str] = set()
+        self.dir_moves = 0
+        self.on_full: Callable[[], None] = lambda: None
+        self.db = _connect(conninfo, self.schema, readonly)
+        try:
+            self._check_server()
+            if readonly:
+                self._check_version(self._found_version())
+            else:
+                self._migrate()
+                self._write_marker()
+        except BaseException:
+            self.db.close()
+            raise
+
+    @classmethod
+    def open_readonly(cls, url: str, path: Path) -> PgIndex:
+        """A read-only view for status and progress reports (no schema changes)."""
+        return cls(url, path, readonly=True)
+
+    def _where(self) -> str:
+        return f"schema {self.schema} of {self.url}"
+
+    def _check_server(self) -> None:
+        version = self.db.info.server_version
+        if version < MIN_SERVER:
+            raise IndexUnusable(f"{self.url}: PostgreSQL {version} is too old (12 or newer)")
+        row = self.db.execute("SELECT current_setting('fsync')").fetchone()
+        if row is not None and row[0] != "on":
+            log.warning(
+                "%s runs with fsync=%s: commits do not survive a power loss", self.url, row[0]
+            )
+
+    def _found_version(self) -> int | None:
+        """The schema's version; None for no motionfs schema yet (IndexUnusable
+        when the schema holds tables that are not a motionfs index's)."""
+        row = self.db.execute("SELECT to_regclass('schema_version')").fetchone()
+        if row is None or row[0] is None:
+            tables = self.db.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname=%s", (self.schema,)
+            ).fetchone()
+            if tables is not None and tables[0]:
+                raise IndexUnusable(f"{self._where()} holds tables that are not a motionfs index")
+            return None
+        found = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            raise IndexUnusable(
+                f"{self._where()} was made by a newer motionfs (schema {version}; this one "
+                f"knows up to {SCHEMA_VERSION}): upgrade motionfs"
+            )
+
+    def _migrate(self) -> None:
+        """Create the schema or bring it up to SCHEMA_VERSION; refuse a newer one."""
+        with self.transaction():
+            self.db.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATION_LOCK, self.schema)
+            )
+            self.db.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            version = self._found_version()
+            self._check_version(version)
+            if version is None:
+                self.db.execute(
+                    "CREATE TABLE schema_version (version integer PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                version = 0
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                log.info("%s: applying schema migration %d", self._where(), v)
+                self.db.execute(MIGRATIONS[v].encode())
+                self.db.execute("INSERT INTO schema_version(version) VALUES (%s)", (v,))
+
+    def _write_marker(self) -> None:
+        """The host-local file naming where this index lives (no password)."""
+        text = json.dumps({"engine": "postgresql", "url": self.url, "schema": self.schema})
+        try:
+            if not self.path.exists() or self.path.read_text() != text:
+                self.path.write_text(text + "\n")
+        except OSError as e:
+            log.warning("cannot write %s: %s", self.path, e.strerror)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction; nested use joins the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            try:
+                with self.db.transaction():
+                    yield
+            except BaseException:
+                self._inodes.clear()  # they may hold rolled-back changes
+                self._parents.clear()
+                self.dir_moves += 1
+                raise
+        except psycopg.errors.DiskFull as e:
+            # The operation fails, not the daemon: its caller answers ENOSPC.
+            self.on_full()
+            raise FsError(errno.ENOSPC, "the index database's disk is full") from e
+        finally:
+            self._depth = 0
+
+    def sync(self) -> None:
+        """Nothing to do: with synchronous_commit on, every COMMIT was flushed."""
+
+    def checkpoint_catalog(self) -> CheckpointCatalog:
+        """The checkpoint records, in this schema and its transactions."""
+        return PgCheckpoints(self)
+
+    # -- meta -----------------------------------------------------------------
+
+    def integrity_errors(self) -> list[str]:
+        """What is inconsistent in the schema: a sequence behind the numbers it
+        handed out (it would give one again) or an unknown schema version."""
+        errors: list[str] = []
+        version = self._found_version()
+        if version != SCHEMA_VERSION:
+            errors.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+        for seq, table, column in (
+            ("inode_numbers", "inodes", "ino"),
+            ("journal_seq", "journal", "seq"),
+            ("journal_seq", "parked", "seq"),
+            ("checkpoint_ids", "checkpoints", "cp_id"),
+            ("cp_entry_ids", "cp_entries", "eid"),
+        ):
+            row = self.db.execute(
+                f"SELECT (SELECT max({column}) FROM {table}), "
+                f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
+            ).fetchone()
+            assert row is not None
+            if row[0] is not None and row[0] > row[1]:
+                errors.append(f"sequence {seq} ({row[1]}) is behind {table}.{column} ({row[0]})")
+        return errors
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=%s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+            (key, value),
+        )
+
+    # -- namespaces -------------------------------------------------------------
+
+    def add_namespace(self, record: NamespaceRecord) -> None:
+        self.db.execute(
+            "INSERT INTO namespaces(ns_id, record) VALUES (%s, %s)",
+            (record.ns_id, record.model_dump_json()),
+        )
+
+    def namespace(self, ns_id: str) -> NamespaceRecord | None:
+        row = self.db.execute("SELECT record FROM namespaces WHERE ns_id=%s", (ns_id,)).fetchone()
+        return None if row is None else NamespaceRecord.model_validate_json(row[0])
+
+    def namespaces(self) -> list[tuple[NamespaceRecord, str]]:
+        rows = self.db.execute("SELECT record, state FROM namespaces ORDER BY ns_id")
+        return [(NamespaceRecord.model_validate_json(r), str(s)) for r, s in rows]
+
+    def namespace_count(self) -> int:
+        row = self.db.execute("SELECT count(*) FROM namespaces").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def namespace_state(self, ns_id: str) -> str | None:
+        row = self.db.execute("SELECT state FROM namespaces WHERE ns_id=%s", (ns_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_namespace_state(self, ns_id: str, state: str) -> None:
+        self.db.execute("UPDATE namespaces SET state=%s WHERE ns_id=%s", (state, ns_id))
+
+    def update_namespace(self, record: NamespaceRecord) -> None:
+        self.db.execute(
+            "UPDATE namespaces SET record=%s WHERE ns_id=%s",
+            (record.model_dump_json(), record.ns_id),
+        )
+
+    def remove_namespace(self, ns_id: str) -> None:
+        """Forget the namespace and its motion metadata."""
+        self.db.execute("DELETE FROM namespaces WHERE ns_id=%s", (ns_id,))
+        self.db.execute("DELETE FROM motion_meta WHERE ns_id=%s", (ns_id,))
+
+    def get_motion_meta(self, ns_id: str) -> str | None:
+        row = self.db.execute("SELECT json FROM motion_meta WHERE ns_id=%s", (ns_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_motion_meta(self, ns_id: str, text: str) -> None:
+        self.db.execute(
+            "INSERT INTO motion_meta(ns_id, json) VALUES (%s, %s) "
+            "ON CONFLICT (ns_id) DO UPDATE SET json=EXCLUDED.json",
+            (ns_id, text),
+        )
+
+    # -- inodes -----------------------------------------------------------------
+
+    def get(self, ino: int) -> Inode | None:
+        """An inode; the returned object is shared and must not be modified."""
+        inode = self._inodes.get(ino)
+        if inode is not None:
+            return inode
+        row = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=%s", (ino,)).fetchone()
+        if row is None:
+            return None
+        if len(self._inodes) >= INODE_CACHE_MAX:
+            self._inodes.clear()
+            self._parents.clear()
+        inode = self._inodes[ino] = _inode(row)
+        return inode
+
+    @staticmethod
+    def _columns(fields: dict[str, object]) -> list[str]:
+        unknown = set(fields) - INODE_FIELDS
+        if unknown:
+            raise TypeError(f"not inode fields: {sorted(unknown)}")
+        return list(fields)
+
+    def create_inode(self, **fields: object) -> Inode:
+        """A new inode from Inode fields; a new number unless `ino` is given."""
+        cols = self._columns(fields)
+        marks = ", ".join("%s" for _ in cols)
+        row = self.db.execute(
+            f"INSERT INTO inodes({', '.join(cols)}) VALUES ({marks}) RETURNING ino",
+            tuple(fields.values()),
+        ).fetchone()
+        assert row is not None
+        ino = int(row[0])
+        if "ino" in fields:  # the layout's fixed inodes: never hand this number out again
+            self.db.execute(
+                "SELECT setval('inode_numbers', greatest(%s, "
+                "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM inode_numbers)))",
+                (ino,),
+            )
+            inode = self.get(ino)
+            assert inode is not None
+            return inode
+        inode = self._inodes[ino] = Inode(ino=ino, **fields)  # type: ignore[arg-type]
+        return inode
+
+    def update(self, ino: int, **fields: object) -> None:
+        sets = ", ".join(f"{k}=%s" for k in self._columns(fields))
+        self.db.execute(f"UPDATE inodes SET {sets} WHERE ino=%s", (*fields.values(), ino))
+        cached = self._inodes.get(ino)
+        if cached is not None:  # a new object: callers may hold the old one
+            self._inodes[ino] = cached.model_copy(update=fields)
+
+    def delete_inode(self, ino: int) -> None:
+        """Forget the inode and its xattrs."""
+        self.db.execute("DELETE FROM inodes WHERE ino=%s", (ino,))
+        self.db.execute("DELETE FROM xattrs WHERE ino=%s", (ino,))
+        self._inodes.pop(ino, None)
+
+    def _inodes_where(self, where: str, args: tuple[object, ...] = ()) -> list[Inode]:
+        rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE {where}", args)
+        return [_inode(r) for r in rows]
+
+    def orphans(self) -> list[Inode]:
+        """Inodes with no links left (their content waits to be dropped)."""
+        return self._inodes_where("nlink=0 ORDER BY ino")
+
+    def file_inodes(self) -> list[Inode]:
+        """Every linked regular file that lives in a namespace (for fsck)."""
+        return self._inodes_where(
+            "ns_id IS NOT NULL AND nlink > 0 AND (mode & %s) = %s ORDER BY ino",
+            (stat.S_IFMT(0o170000), stat.S_IFREG),
+        )
+
+    def nodes_of_namespace(self, ns_id: str) -> list[Inode]:
+        return self._inodes_where("ns_id=%s ORDER BY ino", (ns_id,))
+
+    def inodes_with_sha(self, ns_id: str, sha: str) -> list[Inode]:
+        return self._inodes_where("ns_id=%s AND sha256=%s ORDER BY ino", (ns_id, sha))
+
+    def project_of(self, ns_id: str) -> Inode | None:
+        """The project folder whose namespace this is."""
+        found = self._inodes_where("ns_id=%s AND role='project' LIMIT 1", (ns_id,))
+        return found[0] if found else None
+
+    def inodes_with_content(self) -> Iterator[tuple[int, int]]:
+        """(ino, content_gen) of every inode with content (the cache keeps these)."""
+        rows = self.db.execute("SELECT ino, content_gen FROM inodes WHERE content_gen > 0")
+        for ino, gen in rows:
+            yield int(ino), int(gen)
+
+    # -- entries ------------------------------------------------------------------
+
+    def lookup(self, parent: int, name: bytes) -> int | None:
+        row = self.db.execute(
+            "SELECT ino FROM entries WHERE parent=%s AND name=%s", (parent, name)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def link(self, parent: int, name: bytes, ino: int) -> None:
+        self.db.execute(
+            "INSERT INTO entries(parent, name, ino) VALUES (%s, %s, %s)", (parent, name, ino)
+        )
+        self._parents.pop(ino, None)
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        rows = self.db.execute(
+            "DELETE FROM entries WHERE parent=%s AND name=%s RETURNING ino", (parent, name)
+        ).fetchall()
+        for (ino,) in rows:
+            self._parents.pop(ino, None)
+            node = self._inodes.get(ino)
+            if node is None or node.is_dir:
+                self.dir_moves += 1
+
+    def _links(
+        self, where: str, args: tuple[object, ...], order: str = ""
+    ) -> list[tuple[int, bytes, Inode]]:
+        """(parent, name, inode) of the entries matching `where`, in one query."""
+        rows = self.db.execute(
+            f"SELECT e.parent, e.name, {JOINED_INODE_COLUMNS} FROM entries e "
+            f"JOIN inodes i ON i.ino=e.ino WHERE {where} {order}",
+            args,
+        )
+        return [(int(r[0]), bytes(r[1]), _inode(r[2:])) for r in rows]
+
+    def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
+        """A directory's entries with their inodes, in name order."""
+        return [
+            (name, node)
+            for _p, name, node in self._links("e.parent=%s", (parent,), "ORDER BY e.name")
+        ]
+
+    def links_of_namespace(self, ns_id: str) -> list[tuple[int, bytes, Inode]]:
+        """(parent, name, inode) of the folder or files whose own namespace this is."""
+        return self._links(
+            "i.ns_id=%s AND (i.role='project' OR (i.role='node' AND i.area<>'projects'))",
+            (ns_id,),
+            "ORDER BY e.parent, e.name",
+        )
+
+    def has_children(self, parent: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM entries WHERE parent=%s LIMIT 1", (parent,)).fetchone()
+        return row is not None
+
+    def parents(self, ino: int) -> list[tuple[int, bytes]]:
+        """Every (parent, name) linking to `ino`, in a stable order (shared list)."""
+        links = self._parents.get(ino)
+        if links is None:
+            rows = self.db.execute(
+                "SELECT parent, name FROM entries WHERE ino=%s ORDER BY parent, name", (ino,)
+            ).fetchall()
+            if len(self._parents) >= INODE_CACHE_MAX:
+                self._parents.clear()
+            links = self._parents[ino] = [(int(p), bytes(n)) for p, n in rows]
+        return links
+
+    # -- xattrs -------------------------------------------------------------------
+
+    def get_xattr(self, ino: int, name: bytes) -> bytes | None:
+        row = self.db.execute(
+            "SELECT value FROM xattrs WHERE ino=%s AND name=%s", (ino, name)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_xattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO xattrs(ino, name, value) VALUES (%s, %s, %s) "
+            "ON CONFLICT (ino, name) DO UPDATE SET value=EXCLUDED.value",
+            (ino, name, value),
+        )
+
+    def remove_xattr(self, ino: int, name: bytes) -> bool:
+        """Whether there was one to remove."""
+        cur = self.db.execute("DELETE FROM xattrs WHERE ino=%s AND name=%s", (ino, name))
+        return cur.rowcount > 0
+
+    def list_xattrs(self, ino: int) -> list[bytes]:
+        rows = self.db.execute("SELECT name FROM xattrs WHERE ino=%s ORDER BY name", (ino,))
+        return [bytes(r[0]) for r in rows]
+
+
+def _conforms(index: PgIndex) -> MetaEngine:
+    """Never called: mypy proves here that PgIndex keeps the MetaEngine contract
+    (checkpoint_catalog's return type proves it for PgCheckpoints)."""
+    return index
+
+
+__all__ = ["SCHEMA_VERSION", "PgIndex", "redact", "split_url"]

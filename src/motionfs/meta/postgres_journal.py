@@ -1,0 +1,228 @@
+"""The PostgreSQL engine's journal table: store operations still to be applied.
+
+The same queue as the SQLite engine's (`sqlite_journal`): every metadata change
+enqueues the store work it implies in the same transaction, entries are applied
+in seq order per namespace, and entries that can never succeed are parked until
+unparked. Sequence numbers come from the `journal_seq` sequence, which never
+hands out a number twice (not even after a rollback).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from motionfs.meta.records import JournalEntry
+
+JOURNAL_SCHEMA = """
+CREATE SEQUENCE journal_seq AS bigint;
+CREATE TABLE journal (
+    seq bigint PRIMARY KEY DEFAULT nextval('journal_seq'),
+    ns_id text COLLATE "C" NOT NULL,
+    op text NOT NULL,              -- see journal.Op
+    ino bigint,
+    path text COLLATE "C",
+    path2 text COLLATE "C",
+    durable boolean NOT NULL DEFAULT false,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text
+);
+ALTER SEQUENCE journal_seq OWNED BY journal.seq;
+CREATE INDEX journal_by_ns ON journal (ns_id, seq);
+CREATE INDEX journal_by_ino ON journal (ino);
+CREATE TABLE parked (              -- store operations that failed for good
+    seq bigint PRIMARY KEY,        -- its journal seq
+    ns_id text COLLATE "C" NOT NULL,
+    op text NOT NULL,
+    ino bigint,
+    path text COLLATE "C",
+    path2 text COLLATE "C",
+    durable boolean NOT NULL DEFAULT false,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text
+);
+"""
+
+ENTRY_COLUMNS = "seq, ns_id, op, ino, path, path2, durable, attempts, last_error"
+
+
+class PgJournal:
+    """The journal's queries, mixed into PgIndex (same connection and
+    transactions; pending_report joins the inodes table)."""
+
+    db: psycopg.Connection[tuple[Any, ...]]
+    _touched: set[str]  # namespaces given journal entries lately (this host's)
+
+    def enqueue(
+        self,
+        ns_id: str,
+        op: str,
+        ino: int | None = None,
+        path: str | None = None,
+        path2: str | None = None,
+        durable: bool = False,
+    ) -> int:
+        row = self.db.execute(
+            "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+            (ns_id, op, ino, path, path2, durable),
+        ).fetchone()
+        assert row is not None
+        self._touched.add(ns_id)
+        return int(row[0])
+
+    def take_touched(self) -> set[str]:
+        """Namespaces that got journal entries since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def _entries(self, table: str, where: str, args: tuple[object, ...] = ()) -> list[JournalEntry]:
+        rows = self.db.execute(f"SELECT {ENTRY_COLUMNS} FROM {table} WHERE {where}", args)
+        names = JournalEntry.model_fields.keys()
+        return [JournalEntry.model_construct(**dict(zip(names, r, strict=True))) for r in rows]
+
+    def next_ops(self, ns_id: str, limit: int) -> list[JournalEntry]:
+        """The namespace's first `limit` pending entries, in order."""
+        return self._entries("journal", "ns_id=%s ORDER BY seq LIMIT %s", (ns_id, limit))
+
+    def finish_op(self, seq: int) -> None:
+        self.db.execute("DELETE FROM journal WHERE seq=%s", (seq,))
+
+    def fail_op(self, seq: int, error: str) -> None:
+        self.db.execute(
+            "UPDATE journal SET attempts=attempts+1, last_error=%s WHERE seq=%s", (error, seq)
+        )
+
+    def park_op(self, seq: int, error: str) -> None:
+        """Move an entry that can never succeed out of the queue (kept for status and fsck)."""
+        self.db.execute(
+            f"INSERT INTO parked({ENTRY_COLUMNS}) SELECT seq, ns_id, op, ino, path, path2, "
+            "durable, attempts + 1, %s FROM journal WHERE seq=%s "
+            "ON CONFLICT (seq) DO UPDATE SET attempts=EXCLUDED.attempts, "
+            "last_error=EXCLUDED.last_error",
+            (error, seq),
+        )
+        self.db.execute("DELETE FROM journal WHERE seq=%s", (seq,))
+
+    def parked_ops(self) -> list[JournalEntry]:
+        return self._entries("parked", "true ORDER BY seq")
+
+    def failing_ops(self) -> list[JournalEntry]:
+        """Queued entries that have failed at least once (still being retried)."""
+        return self._entries("journal", "attempts > 0 ORDER BY seq")
+
+    def parked_put(self, ino: int) -> str | None:
+        """Why the latest upload of `ino` failed for good, if it did."""
+        row = self.db.execute(
+            "SELECT last_error FROM parked WHERE ino=%s AND op='put' ORDER BY seq DESC LIMIT 1",
+            (ino,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def parked_report(self) -> tuple[int, str | None]:
+        """(entries that failed for good, the latest reason) for status."""
+        row = self.db.execute(
+            "SELECT count(*), (SELECT last_error FROM parked ORDER BY seq DESC LIMIT 1) FROM parked"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), None if row[1] is None else str(row[1])
+
+    def unpark_ops(self) -> int:
+        """Queue parked entries again (after their cause was fixed); how many.
+        One insert per entry, in seq order, so their new seqs keep that order."""
+        rows = self.db.execute(
+            "DELETE FROM parked RETURNING seq, ns_id, op, ino, path, path2, durable"
+        ).fetchall()
+        rows.sort(key=lambda r: int(r[0]))
+        with self.db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                [r[1:] for r in rows],
+            )
+        self._touched.update(str(r[1]) for r in rows)
+        return len(rows)
+
+    def drop_ops(self, ns_id: str) -> None:
+        self.db.execute("DELETE FROM journal WHERE ns_id=%s", (ns_id,))
+        self.db.execute("DELETE FROM parked WHERE ns_id=%s", (ns_id,))
+
+    def pending_namespaces(self) -> list[str]:
+        # A loose index scan over (ns_id, seq): one probe per namespace, not a
+        # pass over the thousands of entries a burst can queue.
+        rows = self.db.execute(
+            "WITH RECURSIVE n(ns) AS (SELECT min(ns_id) FROM journal UNION ALL "
+            "SELECT (SELECT min(ns_id) FROM journal WHERE ns_id > n.ns) FROM n "
+            "WHERE n.ns IS NOT NULL) SELECT ns FROM n WHERE ns IS NOT NULL"
+        )
+        return [str(r[0]) for r in rows]
+
+    def pending_count(self, ns_id: str | None = None) -> int:
+        if ns_id is None:
+            row = self.db.execute("SELECT count(*) FROM journal").fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT count(*) FROM journal WHERE ns_id=%s", (ns_id,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def backlog(self) -> int:
+        """About how many entries are pending (an upper bound, from two index probes)."""
+        row = self.db.execute("SELECT max(seq) - min(seq) + 1 FROM journal").fetchone()
+        assert row is not None
+        return int(row[0] or 0)
+
+    def pending_report(self) -> tuple[int, int, str | None]:
+        """(entries, bytes of pending uploads, the latest failure) for status."""
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN j.op='put' THEN i.size END), 0), "
+            "(SELECT last_error FROM journal WHERE last_error IS NOT NULL "
+            " ORDER BY attempts DESC, seq LIMIT 1) "
+            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), None if row[2] is None else str(row[2])
+
+    def pending_for_paths(self, ns_id: str, ino: int, paths: list[str]) -> bool:
+        """Whether a pending entry of `ns_id` may change what the store holds at
+        `paths` (an upload of `ino`, or an entry on one of the paths or a parent)."""
+        if self.db.execute(
+            "SELECT 1 FROM journal WHERE ns_id=%s AND (ino=%s OR op='destroy') LIMIT 1",
+            (ns_id, ino),
+        ).fetchone():
+            return True
+        if not paths:
+            return False
+        # p is under `path` when p starts with path || '/'.
+        row = self.db.execute(
+            "SELECT 1 FROM journal j, unnest(%s::text[]) AS p(p) WHERE j.ns_id=%s AND ("
+            "j.path=p.p OR left(p.p, length(j.path) + 1) = j.path || '/' OR "
+            "(j.op IN ('move', 'copy', 'keep') AND "
+            "(j.path2=p.p OR left(p.p, length(j.path2) + 1) = j.path2 || '/'))) LIMIT 1",
+            (paths, ns_id),
+        ).fetchone()
+        return row is not None
+
+    def last_seq(self, ns_id: str) -> int | None:
+        row = self.db.execute("SELECT max(seq) FROM journal WHERE ns_id=%s", (ns_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def ino_has_pending(self, ino: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM journal WHERE ino=%s LIMIT 1", (ino,)).fetchone()
+        return row is not None
+
+    def pending_puts(self, ino: int) -> list[tuple[int, str]]:
+        rows = self.db.execute(
+            "SELECT seq, path FROM journal WHERE ino=%s AND op='put' ORDER BY seq", (ino,)
+        )
+        return [(int(s), str(p)) for s, p in rows]
+
+    def drop_puts(self, ino: int) -> bool:
+        """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
+        self.db.execute("DELETE FROM parked WHERE ino=%s AND op='put'", (ino,))
+        rows = self.db.execute(
+            "DELETE FROM journal WHERE ino=%s AND op='put' RETURNING durable", (ino,)
+        ).fetchall()
+        return any(bool(d) for (d,) in rows)
