@@ -6,7 +6,12 @@ VENV="$ROOT/.venv"
 
 # Debian packages: fuse3 (fusermount3), libfuse3-dev + pkg-config (to build pyfuse3),
 # attr (getfattr/setfattr for tests and users), rsync and git (tests), ffmpeg libs come in wheels.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config attr rsync git gcc python3-dev postgresql)  # postgresql: servers for tests/pgserver.py
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config attr rsync git gcc python3-dev)
+# scripts/test also needs PostgreSQL's server binaries (tests/pgserver.py starts its own
+# throwaway servers); mounting does not.
+if [ "${MOTIONFS_SETUP_FOR:-}" = test ]; then
+  APT_PACKAGES+=(postgresql)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "motionfs setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
+    # The package may start its own `main` cluster; the tests never use it: stop it.
+    pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r ver name; do
+      $SUDO pg_ctlcluster "$ver" "$name" stop >&2 || true
+    done
+  fi
 fi
 
 PY="${MOTIONFS_PYTHON:-python3}"
