@@ -44,7 +44,7 @@ from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import SnapshotView
 from motionfs.meta import open_engine
-from motionfs.meta.engine import IndexUnusable, MetaEngine
+from motionfs.meta.engine import HostSessions, IndexUnusable, MetaEngine
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
@@ -65,6 +65,7 @@ STDERR_FILE = "daemon.stderr"  # a detached daemon's stderr (the CLI names it)
 PRIVATE_FILES = (INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", LOG_FILE, STDERR_FILE)
 STOP_GRACE = 3.0  # seconds a signal leaves requests in flight before cancelling them
 EVICT_INTERVAL = 10.0
+NOTICE_POLL = 0.2  # seconds between looks at what other hosts changed (shared index)
 READ_AHEAD_KB = 1024  # one maximal FUSE request
 
 
@@ -418,6 +419,7 @@ class Engine:
     ) -> None:
         self.opts = opts
         self.check_store = check_store
+        self.session_open = False  # registered with a shared index's hosts
         uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
         self.index = open_index(opts.store / INDEX_FILE, opts.meta_url)
         try:
@@ -470,6 +472,10 @@ class Engine:
             raise SetupError(str(e)) from e
         self.tree.ensure_layout()
         self.tree.recover()
+        hosts = self.index.hosts()
+        if hosts is not None:
+            hosts.begin(str(self.opts.mountpoint))
+            self.session_open = True
 
     async def start_services(self, nursery: trio.Nursery) -> None:
         """The background services: store journal, cache eviction, control
@@ -479,6 +485,32 @@ class Engine:
         await nursery.start(self.control.serve)
         nursery.start_soon(self.motion.run)
         nursery.start_soon(self.expiry.run)
+        hosts = self.index.hosts()
+        if hosts is not None:
+            nursery.start_soon(self._follow_hosts, hosts)
+
+    async def _follow_hosts(self, hosts: HostSessions) -> None:
+        """Several hosts on one index: beat, and pass on what the others change
+        (the engine has dropped it from its caches; waiters look again)."""
+        next_beat = trio.current_time() + hosts.beat_every
+        failing = False
+        while True:
+            await trio.sleep(NOTICE_POLL)
+            try:
+                if trio.current_time() >= next_beat:
+                    next_beat = trio.current_time() + hosts.beat_every
+                    hosts.beat()
+                changes = hosts.poll()
+            except Exception as e:  # the index is away: the next round tries again
+                if not failing:
+                    log.warning("cannot reach the shared index: %s", e)
+                failing = True
+                continue
+            if failing:
+                log.info("the shared index answers again")
+                failing = False
+            if changes.namespaces or changes.everything:
+                self.journal.moved_elsewhere(changes.everything)
 
     async def _evict_forever(self) -> None:
         while True:
@@ -490,6 +522,12 @@ class Engine:
         """Stop the store and close the index (after the services have stopped)."""
         self.bridge.run(self.storage.stop)
         self.bridge.close()
+        hosts = self.index.hosts()
+        if hosts is not None and self.session_open:
+            try:
+                hosts.end()
+            except Exception as e:  # it expires by itself
+                log.warning("cannot end this host's session: %s", e)
         self.index.close()
 
 

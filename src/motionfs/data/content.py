@@ -40,6 +40,7 @@ from motionfs.store.backend import file_sha256
 from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
+PAGE_GENS_MAX = 100_000  # inodes whose page-cache generation is remembered
 
 
 class Names(Protocol):
@@ -128,6 +129,9 @@ class Content:
         self._next_fh = 1
         self._fetch_locks: dict[int, trio.Lock] = {}
         self._partials: dict[int, PartialContent] = {}  # ranged stores: partly cached content
+        # The content generation the kernel's page cache holds per inode: the
+        # pages stay valid across opens until another host seals a new one.
+        self._page_gens: dict[int, int] = {}
 
     def _node(self, ino: int) -> Inode:
         inode = self.index.get(ino)
@@ -203,6 +207,18 @@ class Content:
         fh = self.allocate_fh()
         self.handles[fh] = Handle(inode.ino, writable, bool(flags & os.O_APPEND))
         return fh
+
+    def page_cache_valid(self, ino: int) -> bool:
+        """Whether the kernel's cached pages of `ino` hold its current content
+        (this mount's writes keep them so; another host's do not), as of now."""
+        inode = self.index.get(ino)
+        gen = 0 if inode is None else inode.content_gen
+        valid = self._page_gens.get(ino) == gen
+        if not valid:
+            if len(self._page_gens) >= PAGE_GENS_MAX:
+                self._page_gens.clear()
+            self._page_gens[ino] = gen
+        return valid
 
     async def open(self, inode: Inode, flags: int) -> int:
         """A handle on a regular file, truncating it for a writable O_TRUNC."""
@@ -293,10 +309,12 @@ class Content:
 
     async def wait_stored(self, ns_id: str) -> None:
         """Wait until everything queued for the namespace is in the store (EIO
-        once the store has been failing for --io-timeout)."""
+        once the store has been failing for --io-timeout), with the namespace
+        attached (another host may have made it after this one started)."""
         await self._stored(self.journal.drain(ns_id, self.io_timeout))
+        await self._stored(self.journal.attach(ns_id))
 
-    async def _stored(self, waiting: Awaitable[None]) -> None:
+    async def _stored(self, waiting: Awaitable[object]) -> None:
         """Await a journal wait; a store that stays unavailable is EIO."""
         try:
             await waiting
@@ -460,6 +478,7 @@ class Content:
         self, partial: PartialContent, inode: Inode, start: int, length: int
     ) -> None:
         assert inode.ns_id is not None
+        await self._stored(self.journal.attach(inode.ns_id))
         timeout = self.io_timeout
         with trio.move_on_after(timeout) as scope:
             for path in self.names.store_paths(inode):
@@ -498,7 +517,7 @@ class Content:
         base = inode.content_gen
         if base and keep != 0:
             await self.ensure_cached(inode)
-        gen = max(inode.content_gen, of.fd_gen) + 1
+        gen = self.index.new_generation(of.ino, max(inode.content_gen, of.fd_gen))
         with self._disk_full_is_enospc():
             if base and keep != 0:  # a copy: off the event loop
                 fd = await trio.to_thread.run_sync(self.cache.start_work, of.ino, gen, base, keep)
@@ -564,6 +583,7 @@ class Content:
                             inode.ns_id, Op.PUT.value, ino=of.ino, path=path, durable=durable
                         )
             of.work = False
+            self._page_gens[of.ino] = of.fd_gen  # the kernel saw these writes
             if old != of.fd_gen:
                 self._drop_partial(of.ino, old)
                 self.cache.drop(of.ino, old)

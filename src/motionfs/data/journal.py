@@ -44,6 +44,7 @@ MAX_DELAY = 0.5  # never wait longer than this for a pause...
 WORK_SLICE = 0.5  # ...and then work at least this long before waiting again
 BACKLOG = 2000
 STILL_WORKING_POLL = 1.0  # seconds between looks at a slow store past the timeout
+BLOCKED_POLL = 2.0  # seconds between looks at a queue whose next entry is another host's
 BATCH = 64  # entries applied and recorded at once on a local disk
 INLINE_SLICE = 0.002  # seconds of local store work before the FUSE loop gets a turn
 
@@ -120,6 +121,16 @@ class Journal:
         self._work_until = 0.0
         self._urgent = trio.Event()  # set while someone waits for the store
         self._rescan = True  # look at every namespace's entries, not just new ones
+        # Several hosts: entries other hosts queued are theirs to apply (a put's
+        # bytes are in their cache); a namespace whose next entry is one of
+        # them waits here until its journal moves.
+        self.hosts = index.hosts()
+        self.me = None if self.hosts is None else self.hosts.me
+        self._blocked: set[str] = set()
+
+    def mine(self, entry: JournalEntry) -> bool:
+        """Whether this host applies the entry (one host: every entry)."""
+        return entry.owner is None or entry.owner == self.me
 
     def kick(self, rescan: bool = False) -> None:
         """New entries were committed (or, with rescan, may exist anywhere)."""
@@ -134,17 +145,24 @@ class Journal:
         nothing else writes to the store before this loop starts workers.
         """
         await self._sweep()
+        retry_blocked = False
         while True:
+            touched = self.index.take_touched()
+            self._blocked -= touched  # their journals moved: look again
+            if retry_blocked:
+                touched |= self._blocked
+                self._blocked.clear()
+            candidates: Iterable[str] = touched
             if self._rescan:
                 self._rescan = False
-                candidates: Iterable[str] = self.index.pending_namespaces()
-            else:  # cheap: only namespaces that got entries since the last look
-                candidates = self.index.take_touched()
+                candidates = set(self.index.pending_namespaces()) - self._blocked | touched
             for ns_id in candidates:
                 if ns_id not in self._running:
                     self._running.add(ns_id)
                     nursery.start_soon(self._worker, ns_id)
-            await self._wake.wait()
+            with trio.move_on_after(BLOCKED_POLL if self._blocked else math.inf) as scope:
+                await self._wake.wait()
+            retry_blocked = scope.cancelled_caught
             self._wake = trio.Event()
 
     def _notify(self) -> None:
@@ -170,6 +188,10 @@ class Journal:
                     try:
                         entries = self.index.next_ops(ns_id, BATCH)
                         if not entries:
+                            break
+                        entries = list(itertools.takewhile(self.mine, entries))
+                        if not entries:  # another host's turn first
+                            self._blocked.add(ns_id)
                             break
                         await self._quiet_moment()
                         await self._apply_some(entries)
@@ -206,7 +228,7 @@ class Journal:
         first = entries[0]
         direct = None
         try:
-            if Op(first.op) in HOST_OPS and await self._attach(first.ns_id):
+            if Op(first.op) in HOST_OPS and await self.attach(first.ns_id):
                 direct = self.storage.direct(first.ns_id)
         except Exception as e:  # the namespace cannot be opened (yet)
             await self._failed(first, e)
@@ -299,8 +321,9 @@ class Journal:
         self._notify()
         await trio.sleep(delay)
 
-    async def _attach(self, ns: str) -> bool:
-        """Make sure the namespace is attached; False if the index does not know it."""
+    async def attach(self, ns: str) -> bool:
+        """Make sure the namespace is attached; False if the index does not know it
+        (another host may have made it since this one started)."""
         if self.storage.is_attached(ns):
             return True
         record = self.index.namespace(ns)
@@ -321,7 +344,7 @@ class Journal:
                 with self.index.transaction():
                     self.index.remove_namespace(ns)
             return
-        if not await self._attach(ns):
+        if not await self.attach(ns):
             log.warning("journal entry for unknown namespace %s skipped", ns)
             return
         if op is Op.READY:
@@ -431,8 +454,29 @@ class Journal:
                             ns_id or "", f"store did not acknowledge within {timeout:.0f}s"
                         )
                     )
+                if now >= deadline and ns_id is not None:
+                    held = self.held_by_absent_host(ns_id)
+                    if held is not None:
+                        raise StoreUnavailable(held)
                 with trio.move_on_after(max(deadline - now, STILL_WORKING_POLL)):
                     await self._progress.wait()
+
+    def moved_elsewhere(self, everything: bool = False) -> None:
+        """Other hosts applied or queued entries: waiters and blocked queues look again."""
+        self._notify()
+        self.kick(rescan=everything)
+
+    def held_by_absent_host(self, ns_id: str) -> str | None:
+        """Why the namespace's queue waits for a host that is not running, if it does."""
+        if self.hosts is None:
+            return None
+        head = self.index.next_ops(ns_id, 1)
+        if not head or self.mine(head[0]) or head[0].owner is None:
+            return None
+        owner = head[0].owner
+        if self.hosts.alive(owner):
+            return None
+        return f"store work of {self.hosts.describe(owner)} comes first; that host is not running"
 
     async def drain(self, ns_id: str, timeout: float) -> None:
         last = self.index.last_seq(ns_id)
@@ -441,5 +485,21 @@ class Journal:
 
     async def drain_all(self, timeout: float = math.inf) -> None:
         with self._waiting(), trio.move_on_after(timeout):
-            while self.index.pending_count():
-                await self._progress.wait()
+            while self.index.pending_count(owner=self.me):
+                if self._all_held_by_absent_hosts():
+                    log.warning(
+                        "%d store operations wait for hosts that are not running; they stay queued",
+                        self.index.pending_count(owner=self.me),
+                    )
+                    return
+                with trio.move_on_after(BLOCKED_POLL):
+                    await self._progress.wait()
+
+    def _all_held_by_absent_hosts(self) -> bool:
+        """Whether every namespace with this host's entries waits for an absent host."""
+        if self.hosts is None:
+            return False
+        mine = [
+            ns for ns in self.index.pending_namespaces() if self.index.pending_count(ns, self.me)
+        ]
+        return bool(mine) and all(self.held_by_absent_host(ns) is not None for ns in mine)

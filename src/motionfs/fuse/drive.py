@@ -144,6 +144,11 @@ class Drive:
             return await self.view.open(ino, flags)
         return await self.tree.open(ino, flags)
 
+    def keeps_page_cache(self, ino: int) -> bool:
+        """Whether the kernel may keep its cached pages of `ino` at this open:
+        checkpoint views never change; live files unless another host changed them."""
+        return is_virtual(ino) or self.content.page_cache_valid(ino)
+
     async def read(self, fh: int, off: int, size: int) -> bytes:
         if self.view.owns_handle(fh):
             return self.view.read(fh, off, size)

@@ -192,9 +192,9 @@ class Operations(pyfuse3.Operations):
     @translated
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         fh = await self.drive.open(inode, flags)
-        # Content only changes through this mount, which keeps the kernel's
-        # page cache coherent, so cached pages survive a reopen.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        # This mount's own writes keep the kernel's page cache coherent, so cached
+        # pages survive a reopen, unless another host has changed the content since.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.drive.keeps_page_cache(inode))
 
     @translated
     async def create(

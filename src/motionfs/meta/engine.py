@@ -22,6 +22,14 @@ hosts) plugs in by keeping this contract:
   modify. `dir_moves` grows whenever a directory (or an entry whose inode the
   engine does not hold) is unlinked or moved, and whenever a group is rolled
   back: callers keep path caches and drop them when it changes.
+* Several hosts. An engine that hosts share (PostgreSQL) hands out inode
+  numbers, journal seqs and content generations (`new_generation`) that are
+  unique across every host, and answers `hosts()` with the sessions of the
+  daemons serving it: their heartbeats, and the changes the other hosts made
+  (`HostSessions.poll`), which it has already applied to its own caches (and
+  `dir_moves`) by the time it returns them. Journal entries carry the session
+  that queued them (`JournalEntry.owner`): a put's bytes are in that host's
+  cache. An engine one host serves (SQLite) answers `hosts()` with None.
 * Errors. A full disk (or any store of the engine that is out of space) makes
   the failing group raise `FsError(ENOSPC)` after calling `on_full` (the space
   guard releases its reserve then), never a driver error. An index the engine
@@ -36,7 +44,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from motionfs.meta.records import Checkpoint, CpEntry, Inode, JournalEntry, NamespaceRecord
+from pydantic import BaseModel
+
+from motionfs.meta.records import (
+    Checkpoint,
+    CpEntry,
+    HostSession,
+    Inode,
+    JournalEntry,
+    NamespaceRecord,
+)
 
 
 class IndexUnusable(Exception):
@@ -118,6 +135,11 @@ class MetaEngine(Protocol):
         ...
 
     def update(self, ino: int, **fields: object) -> None: ...
+
+    def new_generation(self, ino: int, after: int) -> int:
+        """A content generation for `ino` above `after` that no host sharing this
+        index was or will be given (the cache names content by it)."""
+        ...
 
     def delete_inode(self, ino: int) -> None:
         """Forget the inode and its xattrs."""
@@ -233,7 +255,9 @@ class MetaEngine(Protocol):
 
     def pending_namespaces(self) -> list[str]: ...
 
-    def pending_count(self, ns_id: str | None = None) -> int: ...
+    def pending_count(self, ns_id: str | None = None, owner: str | None = None) -> int:
+        """Pending entries (of one namespace; with `owner`, only that session's)."""
+        ...
 
     def backlog(self) -> int:
         """About how many entries are pending (an upper bound, cheap to ask)."""
@@ -264,6 +288,66 @@ class MetaEngine(Protocol):
 
     def checkpoint_catalog(self) -> CheckpointCatalog:
         """The checkpoint records kept with this index (the same transactions)."""
+        ...
+
+    # -- several hosts ----------------------------------------------------------------------
+
+    def hosts(self) -> HostSessions | None:
+        """The sessions of the hosts sharing this index; None when one host serves it."""
+        ...
+
+
+class RemoteChanges(BaseModel):
+    """What other hosts changed since the last poll (already dropped from the
+    engine's own caches): the kernel's caches and waiting callers need telling."""
+
+    inodes: set[int] = set()
+    namespaces: set[str] = set()  # their journals moved (entries queued or applied)
+    everything: bool = False  # notifications may have been missed: assume anything changed
+
+    def __bool__(self) -> bool:
+        return bool(self.inodes or self.namespaces or self.everything)
+
+
+class HostSessions(Protocol):
+    """This daemon's session in a shared index and what the other hosts do."""
+
+    @property
+    def me(self) -> str:
+        """This daemon's session id (journal entries it queues carry it)."""
+        ...
+
+    @property
+    def beat_every(self) -> float:
+        """Seconds between heartbeats (well within the session timeout)."""
+        ...
+
+    def begin(self, mountpoint: str | None) -> None:
+        """Register this daemon (and clean up after sessions that expired)."""
+        ...
+
+    def beat(self) -> None:
+        """Say this daemon is alive; expired sessions of others are cleaned up."""
+        ...
+
+    def end(self) -> None:
+        """Unregister this daemon (a clean exit)."""
+        ...
+
+    def all(self) -> list[HostSession]:
+        """Every registered session, this one too, oldest first."""
+        ...
+
+    def alive(self, sid: str) -> bool:
+        """Whether that session beat within the session timeout."""
+        ...
+
+    def describe(self, sid: str) -> str:
+        """A session as people know it (host, pid, mountpoint, last heartbeat)."""
+        ...
+
+    def poll(self) -> RemoteChanges:
+        """The changes other hosts committed since the last poll."""
         ...
 
 

@@ -31,14 +31,15 @@ index is opened, under an advisory lock so two openers never race).
 naming the database and schema, never a password) whose folder holds the
 data cache and the space reserve, as the SQLite file's folder does.
 
-Single host only, for now. What several hosts sharing one schema will need:
-the inode and parent caches below are valid only while this process is the
-only writer (LISTEN/NOTIFY invalidation, or close-to-open revalidation);
-`take_touched` only sees this host's enqueues (a NOTIFY per namespace, and
-an owner per namespace's journal so one host applies it); journal seqs are
-allocated at insert, not at commit, so seq order is commit order only with
-one writer (a per-namespace lock); sessions with heartbeats to tell live
-hosts from dead ones; and `dir_moves` grows only on this host's changes.
+Several hosts share one schema (`postgres_hosts`): each write group sends
+one NOTIFY of what it changed when it commits, and the inode and parent
+caches below drop what other hosts changed before they answer; journal
+entries carry the session that queued them, and an enqueue takes a
+per-namespace lock until its group commits, so seq order is commit order in
+each namespace whichever host queued; content generations come from a
+sequence, so two hosts never name different bytes by the same generation.
+A lost connection is made again at the next call (the call that found it
+lost fails with EIO).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import json
 import logging
 import re
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,14 +61,28 @@ import psycopg.errors
 from psycopg import sql
 
 from motionfs.errors import FsError
-from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
+from motionfs.meta.engine import (
+    CheckpointCatalog,
+    HostSessions,
+    IndexUnusable,
+    MetaEngine,
+    RemoteChanges,
+)
 from motionfs.meta.postgres_checkpoints import CHECKPOINT_SCHEMA, PgCheckpoints
+from motionfs.meta.postgres_hosts import (
+    HOSTS_SCHEMA,
+    ChangeNotes,
+    Listener,
+    PgHosts,
+    channel_of,
+    host_id,
+)
 from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, PgJournal
 from motionfs.meta.records import Inode, NamespaceRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "motionfs"
 MIN_SERVER = 120000  # PostgreSQL 12: what the SQL here was written against
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -123,7 +139,10 @@ CREATE TABLE motion_meta (         -- Project/Render/AssetMetadata JSON per name
 """
 
 # Schema version -> the SQL that brings version-1 to it. Append, never edit.
-MIGRATIONS: dict[int, str] = {1: BASE_SCHEMA + JOURNAL_SCHEMA + CHECKPOINT_SCHEMA}
+MIGRATIONS: dict[int, str] = {
+    1: BASE_SCHEMA + JOURNAL_SCHEMA + CHECKPOINT_SCHEMA,
+    2: HOSTS_SCHEMA,
+}
 
 INODE_COLUMNS = (
     "ino, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, target, "
@@ -133,6 +152,7 @@ JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split("
 INODE_FIELDS_ORDER = tuple(Inode.model_fields)
 INODE_FIELDS = frozenset(INODE_FIELDS_ORDER)
 INODE_CACHE_MAX = 200_000  # as the SQLite engine: a hot lookup is a dict hit
+CONNECT_TIMEOUT = 5  # seconds: an unreachable server fails a call, never hangs it
 
 
 def _inode(row: tuple[Any, ...]) -> Inode:
@@ -178,7 +198,11 @@ def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Conn
         options += " -c default_transaction_read_only=on"
     try:
         return psycopg.connect(
-            conninfo, autocommit=True, options=options, application_name="motionfs"
+            conninfo,
+            autocommit=True,
+            options=options,
+            application_name="motionfs",
+            connect_timeout=CONNECT_TIMEOUT,
         )
     except psycopg.OperationalError as e:
         raise IndexUnusable(f"cannot reach PostgreSQL at {redact(conninfo)}: {e}") from e
@@ -190,24 +214,82 @@ class PgIndex(PgJournal):
     def __init__(self, url: str, path: Path, readonly: bool = False) -> None:
         self.url = redact(url)
         self.path = path
-        conninfo, self.schema = split_url(url)
+        self._conninfo, self.schema = split_url(url)
+        self._readonly = readonly
         self._depth = 0
         self._inodes: dict[int, Inode] = {}
         self._parents: dict[int, list[tuple[int, bytes]]] = {}
         self._touched: set[str] = set()
-        self.dir_moves = 0
+        self._dir_moves = 0
         self.on_full: Callable[[], None] = lambda: None
-        self.db = _connect(conninfo, self.schema, readonly)
+        self.notes = ChangeNotes()  # what the open write group changed, for other hosts
+        self._db = _connect(self._conninfo, self.schema, readonly)
+        self._listener: Listener | None = None
         try:
             self._check_server()
             if readonly:
                 self._check_version(self._found_version())
+                self.me = "status-" + uuid.uuid4().hex
             else:
                 self._migrate()
                 self._write_marker()
+                self.me = host_id(path.parent)
+                self._listener = Listener(self._conninfo, channel_of(self.schema), self.me)
         except BaseException:
-            self.db.close()
+            self._db.close()
             raise
+        self._hosts = PgHosts(self, self.me)
+
+    @property
+    def db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection; a lost one is made again here (outside a write group)."""
+        if self._db.closed or self._db.broken:
+            if self._depth:
+                raise FsError(errno.EIO, f"lost the connection to {self.url}")
+            try:
+                self._db = _connect(self._conninfo, self.schema, self._readonly)
+            except IndexUnusable as e:
+                raise FsError(errno.EIO, str(e)) from e
+            log.info("connected to %s again", self.url)
+            self._drop_caches()  # what other hosts did meanwhile is unknown
+        return self._db
+
+    @property
+    def dir_moves(self) -> int:
+        self.apply_notices()
+        return self._dir_moves
+
+    def hosts(self) -> HostSessions:
+        return self._hosts
+
+    def _drop_caches(self) -> None:
+        self._inodes.clear()
+        self._parents.clear()
+        self._dir_moves += 1
+
+    def apply_notices(self) -> None:
+        """Drop from the caches what other hosts changed (their NOTIFYs so far)."""
+        if self._listener is None or not self._listener.inbox:
+            return
+        changes = RemoteChanges()
+        inbox = self._listener.inbox
+        while inbox:
+            note = inbox.popleft()
+            if note.get("a"):
+                changes.everything = True
+                continue
+            changes.inodes.update(int(i) for i in note.get("i", ()))
+            changes.namespaces.update(str(n) for n in note.get("n", ()))
+            if note.get("l"):
+                self._dir_moves += 1
+        if changes.everything:
+            self._drop_caches()
+            changes.namespaces.update(self.pending_namespaces())
+        for ino in changes.inodes:
+            self._inodes.pop(ino, None)
+            self._parents.pop(ino, None)
+        self._touched |= changes.namespaces
+        self._hosts.note(changes)
 
     @classmethod
     def open_readonly(cls, url: str, path: Path) -> PgIndex:
@@ -274,13 +356,16 @@ class PgIndex(PgJournal):
         """The host-local file naming where this index lives (no password)."""
         text = json.dumps({"engine": "postgresql", "url": self.url, "schema": self.schema})
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.exists() or self.path.read_text() != text:
                 self.path.write_text(text + "\n")
         except OSError as e:
             log.warning("cannot write %s: %s", self.path, e.strerror)
 
     def close(self) -> None:
-        self.db.close()
+        if self._listener is not None:
+            self._listener.close()
+        self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -292,22 +377,30 @@ class PgIndex(PgJournal):
             finally:
                 self._depth -= 1
             return
+        db = self.db
         self._depth = 1
+        self.notes.clear()
         try:
             try:
-                with self.db.transaction():
+                with db.transaction():
                     yield
+                    if self.notes:  # delivered to the other hosts when this commits
+                        db.execute(
+                            "SELECT pg_notify(%s, %s)",
+                            (channel_of(self.schema), self.notes.payload(self.me)),
+                        )
             except BaseException:
-                self._inodes.clear()  # they may hold rolled-back changes
-                self._parents.clear()
-                self.dir_moves += 1
+                self._drop_caches()  # they may hold rolled-back changes
                 raise
         except psycopg.errors.DiskFull as e:
             # The operation fails, not the daemon: its caller answers ENOSPC.
             self.on_full()
             raise FsError(errno.ENOSPC, "the index database's disk is full") from e
+        except psycopg.OperationalError as e:
+            raise FsError(errno.EIO, f"the index at {self.url} failed: {e}") from e
         finally:
             self._depth = 0
+            self.notes.clear()
 
     def sync(self) -> None:
         """Nothing to do: with synchronous_commit on, every COMMIT was flushed."""
@@ -406,6 +499,7 @@ class PgIndex(PgJournal):
 
     def get(self, ino: int) -> Inode | None:
         """An inode; the returned object is shared and must not be modified."""
+        self.apply_notices()
         inode = self._inodes.get(ino)
         if inode is not None:
             return inode
@@ -450,6 +544,7 @@ class PgIndex(PgJournal):
     def update(self, ino: int, **fields: object) -> None:
         sets = ", ".join(f"{k}=%s" for k in self._columns(fields))
         self.db.execute(f"UPDATE inodes SET {sets} WHERE ino=%s", (*fields.values(), ino))
+        self.notes.inodes.add(ino)
         cached = self._inodes.get(ino)
         if cached is not None:  # a new object: callers may hold the old one
             self._inodes[ino] = cached.model_copy(update=fields)
@@ -459,6 +554,18 @@ class PgIndex(PgJournal):
         self.db.execute("DELETE FROM inodes WHERE ino=%s", (ino,))
         self.db.execute("DELETE FROM xattrs WHERE ino=%s", (ino,))
         self._inodes.pop(ino, None)
+        self.notes.inodes.add(ino)
+
+    def new_generation(self, ino: int, after: int) -> int:
+        """From one sequence for every host: no two hosts seal the same generation."""
+        row = self.db.execute("SELECT nextval('content_gens')").fetchone()
+        assert row is not None
+        gen = int(row[0])
+        if gen <= after:  # numbers given before the sequence existed (a migrated index)
+            row = self.db.execute("SELECT setval('content_gens', %s)", (after + 1,)).fetchone()
+            assert row is not None
+            gen = int(row[0])
+        return gen
 
     def _inodes_where(self, where: str, args: tuple[object, ...] = ()) -> list[Inode]:
         rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE {where}", args)
@@ -505,6 +612,8 @@ class PgIndex(PgJournal):
             "INSERT INTO entries(parent, name, ino) VALUES (%s, %s, %s)", (parent, name, ino)
         )
         self._parents.pop(ino, None)
+        self.notes.inodes.add(ino)
+        self.notes.links = True
 
     def unlink(self, parent: int, name: bytes) -> None:
         rows = self.db.execute(
@@ -512,9 +621,11 @@ class PgIndex(PgJournal):
         ).fetchall()
         for (ino,) in rows:
             self._parents.pop(ino, None)
+            self.notes.inodes.add(ino)
+            self.notes.links = True
             node = self._inodes.get(ino)
             if node is None or node.is_dir:
-                self.dir_moves += 1
+                self._dir_moves += 1
 
     def _links(
         self, where: str, args: tuple[object, ...], order: str = ""
@@ -548,6 +659,7 @@ class PgIndex(PgJournal):
 
     def parents(self, ino: int) -> list[tuple[int, bytes]]:
         """Every (parent, name) linking to `ino`, in a stable order (shared list)."""
+        self.apply_notices()
         links = self._parents.get(ino)
         if links is None:
             rows = self.db.execute(
@@ -567,6 +679,7 @@ class PgIndex(PgJournal):
         return None if row is None else bytes(row[0])
 
     def set_xattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self.notes.inodes.add(ino)
         self.db.execute(
             "INSERT INTO xattrs(ino, name, value) VALUES (%s, %s, %s) "
             "ON CONFLICT (ino, name) DO UPDATE SET value=EXCLUDED.value",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from motionfs.meta.records import Checkpoint, CpEntry, Inode
 
 if TYPE_CHECKING:
@@ -83,7 +85,12 @@ class PgCheckpoints:
     """Checkpoint manifests and their content objects, in the store's schema."""
 
     def __init__(self, index: PgIndex) -> None:
-        self.db = index.db
+        self.index = index
+
+    @property
+    def db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The index's connection (a new one after a reconnect)."""
+        return self.index.db
 
     def get(self, ns_id: str, name: str, complete_only: bool = True) -> Checkpoint | None:
         """A checkpoint by name; one still being stored only with complete_only=False."""

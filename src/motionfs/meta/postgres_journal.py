@@ -5,6 +5,11 @@ enqueues the store work it implies in the same transaction, entries are applied
 in seq order per namespace, and entries that can never succeed are parked until
 unparked. Sequence numbers come from the `journal_seq` sequence, which never
 hands out a number twice (not even after a rollback).
+
+With several hosts, each entry names the session that queued it (`owner`:
+the bytes of a put are in that host's cache), and an enqueue holds a lock on
+its namespace until its group commits, so entries become visible in seq order
+in each namespace whichever host queued them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from motionfs.meta.postgres_hosts import ChangeNotes
 from motionfs.meta.records import JournalEntry
 
 JOURNAL_SCHEMA = """
@@ -44,15 +50,22 @@ CREATE TABLE parked (              -- store operations that failed for good
 );
 """
 
-ENTRY_COLUMNS = "seq, ns_id, op, ino, path, path2, durable, attempts, last_error"
+ENTRY_COLUMNS = "seq, ns_id, op, ino, path, path2, durable, attempts, last_error, owner"
+# The first half of the advisory lock each enqueue holds on its namespace.
+NAMESPACE_LOCK = 0x6A726E6C  # "jrnl"
 
 
 class PgJournal:
     """The journal's queries, mixed into PgIndex (same connection and
     transactions; pending_report joins the inodes table)."""
 
-    db: psycopg.Connection[tuple[Any, ...]]
-    _touched: set[str]  # namespaces given journal entries lately (this host's)
+    _touched: set[str]  # namespaces whose journal moved lately (here or on another host)
+    notes: ChangeNotes  # what the open write group changed, for the other hosts
+    me: str  # this host's session id
+
+    @property
+    def db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        raise NotImplementedError  # PgIndex's connection
 
     def enqueue(
         self,
@@ -63,13 +76,15 @@ class PgJournal:
         path2: str | None = None,
         durable: bool = False,
     ) -> int:
+        self.db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id))
         row = self.db.execute(
-            "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
-            (ns_id, op, ino, path, path2, durable),
+            "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+            (ns_id, op, ino, path, path2, durable, self.me),
         ).fetchone()
         assert row is not None
         self._touched.add(ns_id)
+        self.notes.namespaces.add(ns_id)
         return int(row[0])
 
     def take_touched(self) -> set[str]:
@@ -87,7 +102,8 @@ class PgJournal:
         return self._entries("journal", "ns_id=%s ORDER BY seq LIMIT %s", (ns_id, limit))
 
     def finish_op(self, seq: int) -> None:
-        self.db.execute("DELETE FROM journal WHERE seq=%s", (seq,))
+        rows = self.db.execute("DELETE FROM journal WHERE seq=%s RETURNING ns_id", (seq,))
+        self.notes.namespaces.update(str(r[0]) for r in rows)
 
     def fail_op(self, seq: int, error: str) -> None:
         self.db.execute(
@@ -98,12 +114,13 @@ class PgJournal:
         """Move an entry that can never succeed out of the queue (kept for status and fsck)."""
         self.db.execute(
             f"INSERT INTO parked({ENTRY_COLUMNS}) SELECT seq, ns_id, op, ino, path, path2, "
-            "durable, attempts + 1, %s FROM journal WHERE seq=%s "
+            "durable, attempts + 1, %s, owner FROM journal WHERE seq=%s "
             "ON CONFLICT (seq) DO UPDATE SET attempts=EXCLUDED.attempts, "
             "last_error=EXCLUDED.last_error",
             (error, seq),
         )
-        self.db.execute("DELETE FROM journal WHERE seq=%s", (seq,))
+        rows = self.db.execute("DELETE FROM journal WHERE seq=%s RETURNING ns_id", (seq,))
+        self.notes.namespaces.update(str(r[0]) for r in rows)
 
     def parked_ops(self) -> list[JournalEntry]:
         return self._entries("parked", "true ORDER BY seq")
@@ -132,16 +149,21 @@ class PgJournal:
         """Queue parked entries again (after their cause was fixed); how many.
         One insert per entry, in seq order, so their new seqs keep that order."""
         rows = self.db.execute(
-            "DELETE FROM parked RETURNING seq, ns_id, op, ino, path, path2, durable"
+            "DELETE FROM parked RETURNING seq, ns_id, op, ino, path, path2, durable, owner"
         ).fetchall()
         rows.sort(key=lambda r: int(r[0]))
+        for ns_id in sorted({str(r[1]) for r in rows}):
+            self.db.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id)
+            )
         with self.db.cursor() as cur:
             cur.executemany(
-                "INSERT INTO journal(ns_id, op, ino, path, path2, durable) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
+                "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 [r[1:] for r in rows],
             )
         self._touched.update(str(r[1]) for r in rows)
+        self.notes.namespaces.update(str(r[1]) for r in rows)
         return len(rows)
 
     def drop_ops(self, ns_id: str) -> None:
@@ -158,13 +180,13 @@ class PgJournal:
         )
         return [str(r[0]) for r in rows]
 
-    def pending_count(self, ns_id: str | None = None) -> int:
-        if ns_id is None:
-            row = self.db.execute("SELECT count(*) FROM journal").fetchone()
-        else:
-            row = self.db.execute(
-                "SELECT count(*) FROM journal WHERE ns_id=%s", (ns_id,)
-            ).fetchone()
+    def pending_count(self, ns_id: str | None = None, owner: str | None = None) -> int:
+        """Pending entries (of one namespace; with `owner`, only that session's)."""
+        row = self.db.execute(
+            "SELECT count(*) FROM journal WHERE (%(ns)s::text IS NULL OR ns_id=%(ns)s) "
+            "AND (%(owner)s::text IS NULL OR owner=%(owner)s)",
+            {"ns": ns_id, "owner": owner},
+        ).fetchone()
         assert row is not None
         return int(row[0])
 

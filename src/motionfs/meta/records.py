@@ -73,6 +73,22 @@ class JournalEntry(BaseModel):
     durable: bool
     attempts: int
     last_error: str | None
+    owner: str | None = None  # the host session that queued it (shared engines only)
+
+
+JOURNAL_FIELDS = ("seq", "ns_id", "op", "ino", "path", "path2", "durable", "attempts", "last_error")
+
+
+class HostSession(BaseModel):
+    """A daemon serving a shared index: who it is and when it last said so."""
+
+    sid: str
+    host: str
+    pid: int
+    mountpoint: str | None
+    started_at: float  # seconds since the epoch
+    beat_at: float
+    alive: bool  # beat within the session timeout
 
 
 class Checkpoint(BaseModel):

@@ -262,6 +262,10 @@ class Index(JournalTable):
         """The checkpoint records, in this database and its transactions."""
         return CheckpointIndex(self)
 
+    def hosts(self) -> None:
+        """One host serves a SQLite index: no sessions to keep."""
+        return None
+
     # -- meta -----------------------------------------------------------------
 
     def integrity_errors(self) -> list[str]:
@@ -358,6 +362,10 @@ class Index(JournalTable):
         cached = self._inodes.get(ino)
         if cached is not None:  # a new object: callers may hold the old one
             self._inodes[ino] = cached.model_copy(update=fields)
+
+    def new_generation(self, ino: int, after: int) -> int:
+        """The next number: one host, and the cache names content per inode."""
+        return after + 1
 
     def delete_inode(self, ino: int) -> None:
         self.db.execute("DELETE FROM inodes WHERE ino=?", (ino,))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from motionfs.meta.records import JournalEntry
+from motionfs.meta.records import JOURNAL_FIELDS, JournalEntry
 
 JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -79,8 +79,9 @@ class JournalTable:
             f"FROM {table} WHERE {where}",
             args,
         ).fetchall()
-        names = JournalEntry.model_fields.keys()
-        return [JournalEntry.model_construct(**dict(zip(names, r, strict=True))) for r in rows]
+        return [
+            JournalEntry.model_construct(**dict(zip(JOURNAL_FIELDS, r, strict=True))) for r in rows
+        ]
 
     def finish_op(self, seq: int) -> None:
         self.db.execute("DELETE FROM journal WHERE seq=?", (seq,))
@@ -143,7 +144,8 @@ class JournalTable:
         )
         return [str(r[0]) for r in rows]
 
-    def pending_count(self, ns_id: str | None = None) -> int:
+    def pending_count(self, ns_id: str | None = None, owner: str | None = None) -> int:
+        """Pending entries (of one namespace); one host queued them all, whatever `owner`."""
         if ns_id is None:
             row = self.db.execute("SELECT count(*) FROM journal").fetchone()
         else:

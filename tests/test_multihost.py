@@ -1,0 +1,287 @@
+"""Several hosts on one store: the index in PostgreSQL, the bytes in S3.
+
+Two daemons' engines (tests/harness.py's wiring, no kernel) run side by side
+in one process, each with its own index folder (its cache, log and host id),
+over one PostgreSQL schema and one bucket prefix, as two machines would.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from harness import CTX, fs_error, project, read_file, rewrite, write_file
+from s3server import S3Server
+
+from motionfs.daemon import Engine, MountOptions
+from motionfs.layout import ROOT_INO
+from motionfs.meta.postgres import PgIndex
+
+UID = GID = 1000
+VISIBLE_WITHIN = 1.0  # seconds: another host's change shows by then (the promise)
+
+
+class Hosts:
+    """N engines over one PostgreSQL schema and one S3 prefix, each with its own folder."""
+
+    def __init__(self, tmp_path: Path, pg_url: str, s3: S3Server) -> None:
+        self.tmp_path = tmp_path
+        self.meta_url = pg_url
+        self.s3 = s3
+        self.remote = s3.store_url(f"mh-{uuid.uuid4().hex[:10]}")
+
+    def options(self, name: str) -> MountOptions:
+        return MountOptions(
+            mountpoint=self.tmp_path / f"mnt-{name}",  # never mounted
+            store=self.tmp_path / f"index-{name}",
+            s3_url=self.remote,
+            s3_endpoint=self.s3.endpoint,
+            meta_url=self.meta_url,
+            user="alice",
+            cache_size=1 << 30,
+            io_timeout=5.0,
+        )
+
+    def run(self, body: Callable[..., Awaitable[None]], *names: str) -> None:
+        """Start an engine per name (each with its services), run body(*engines),
+        then drain every journal and stop them."""
+        engines: list[Engine] = []
+        try:
+            for name in names:
+                engine = Engine(self.options(name), owner=(UID, GID))
+                engines.append(engine)
+                engine.prepare()
+
+            async def main() -> None:
+                async with trio.open_nursery() as nursery:
+                    for engine in engines:
+                        await engine.start_services(nursery)
+                    await body(*engines)
+                    for engine in engines:
+                        await engine.journal.drain_all(timeout=30)
+                    nursery.cancel_scope.cancel()
+
+            trio.run(main)
+        finally:
+            for engine in engines:
+                engine.close()
+
+
+@pytest.fixture
+def hosts(pg_server: Any, s3_server: S3Server, tmp_path: Path) -> Hosts:
+    return Hosts(tmp_path, pg_server.create_database(), s3_server)
+
+
+async def eventually(check: Callable[[], object], within: float = VISIBLE_WITHIN) -> None:
+    """Until check() passes (returns without raising); its error after `within`."""
+    deadline = trio.current_time() + within
+    while True:
+        try:
+            check()
+            return
+        except (AssertionError, OSError):
+            if trio.current_time() >= deadline:
+                raise
+        await trio.sleep(0.05)
+
+
+def lookup(engine: Engine, parent: int, name: bytes) -> int:
+    return engine.drive.lookup(parent, name).ino
+
+
+def test_close_to_open_between_hosts(hosts: Hosts) -> None:
+    """A file closed on host A reads identically when opened on host B; B's
+    rewrite then reads back on A, whole (never a mix), with a new generation."""
+
+    async def body(a: Engine, b: Engine) -> None:
+        p = await project(a.drive)
+        f = await write_file(a.drive, p, b"f", b"from host A" * 1000)
+        projects = lookup(b, ROOT_INO, b"projects")
+        await eventually(lambda: lookup(b, projects, b"p"))
+        assert lookup(b, p, b"f") == f
+        assert await read_file(b.drive, f) == b"from host A" * 1000
+        await rewrite(b.drive, f, 0, b"B" * 50, os.O_WRONLY | os.O_TRUNC)
+
+        async def a_reads_b() -> None:
+            assert await read_file(a.drive, f) == b"B" * 50
+
+        deadline = trio.current_time() + VISIBLE_WITHIN
+        while True:
+            try:
+                await a_reads_b()
+                break
+            except AssertionError:
+                if trio.current_time() >= deadline:
+                    raise
+                await trio.sleep(0.05)
+        gen_a = a.index.get(f)
+        assert gen_a is not None and gen_a.size == 50
+
+    hosts.run(body, "a", "b")
+
+
+def test_metadata_changes_show_on_the_other_host_within_a_second(hosts: Hosts) -> None:
+    """Renames, unlinks, chmod and xattrs made on one host are seen on the
+    other within a second, although both keep inode caches."""
+
+    async def body(a: Engine, b: Engine) -> None:
+        p = await project(a.drive)
+        f = await write_file(a.drive, p, b"f", b"x")
+        d = (await a.drive.mkdir(p, b"d", 0o755, CTX)).ino
+        await eventually(lambda: lookup(b, p, b"f"))
+        assert b.drive.stat(f).mode & 0o777 != 0o600  # cached on B now
+        await b.drive.rename(p, b"f", d, b"g", 0)
+        await b.drive.setattr(f, mode=0o100600)
+        b.drive.setxattr(f, b"user.who", b"B")
+
+        def a_sees() -> None:
+            assert lookup(a, d, b"g") == f
+            with fs_error(errno.ENOENT):
+                a.drive.lookup(p, b"f")
+            assert a.drive.getxattr(f, b"user.who") == b"B"
+            assert a.drive.stat(f).mode & 0o777 == 0o600
+            assert a.tree.drive_path(f).endswith("/p/d/g")
+
+        await eventually(a_sees)
+        await a.drive.unlink(d, b"g")
+
+        def b_sees_unlink() -> None:
+            with fs_error(errno.ENOENT):
+                b.drive.lookup(d, b"g")
+
+        await eventually(b_sees_unlink)
+
+    hosts.run(body, "a", "b")
+
+
+def test_last_close_wins_whole_file(hosts: Hosts) -> None:
+    """Both hosts rewrite one file; whichever closes last is what both read, whole."""
+
+    async def body(a: Engine, b: Engine) -> None:
+        p = await project(a.drive)
+        f = await write_file(a.drive, p, b"f", b"0" * 4096)
+        await eventually(lambda: lookup(b, p, b"f"))
+        await rewrite(a.drive, f, 0, b"A" * 8192, os.O_WRONLY | os.O_TRUNC)
+        await rewrite(b.drive, f, 0, b"B" * 4096, os.O_WRONLY | os.O_TRUNC)
+        for engine in (a, b):
+            await engine.journal.drain_all(timeout=30)
+
+        async def reads(engine: Engine) -> bytes:
+            return await read_file(engine.drive, f)
+
+        deadline = trio.current_time() + VISIBLE_WITHIN
+        while (await reads(a)) != b"B" * 4096 and trio.current_time() < deadline:
+            await trio.sleep(0.05)
+        assert await reads(a) == b"B" * 4096
+        assert await reads(b) == b"B" * 4096
+        node_a, node_b = a.index.get(f), b.index.get(f)
+        assert node_a is not None and node_b is not None
+        assert node_a.content_gen == node_b.content_gen
+
+    hosts.run(body, "a", "b")
+
+
+def test_checkpoints_show_on_every_host(hosts: Hosts) -> None:
+    """A checkpoint made on A is listed and readable on B; B restores it."""
+
+    async def body(a: Engine, b: Engine) -> None:
+        p = await project(a.drive)
+        f = await write_file(a.drive, p, b"f", b"v1 content")
+        await a.drive.create_checkpoint(p, b"v1", "first")
+        await a.journal.drain_all(timeout=30)
+        await eventually(lambda: lookup(b, p, b"f"))
+        assert [s.name for s in b.checkpoints.summaries(p)] == ["v1"]
+        await rewrite(b.drive, f, 0, b"v2", os.O_WRONLY | os.O_TRUNC)
+        await b.checkpoints.restore(p, "v1")
+        await b.journal.drain_all(timeout=30)
+        f2 = lookup(a, p, b"f")
+        assert await read_file(a.drive, f2) == b"v1 content"
+
+    hosts.run(body, "a", "b")
+
+
+def test_sessions_are_listed_and_a_host_comes_back_as_itself(hosts: Hosts) -> None:
+    """Each engine is a session with a heartbeat; the same index folder is the same
+    host after a restart (its journal entries are still its own)."""
+    seen: dict[str, Any] = {}
+
+    async def body(a: Engine, b: Engine) -> None:
+        ha, hb = a.index.hosts(), b.index.hosts()
+        assert ha is not None and hb is not None and ha.me != hb.me
+        sessions = {s.sid: s for s in ha.all()}
+        assert set(sessions) == {ha.me, hb.me}
+        assert all(s.alive for s in sessions.values())
+        assert hb.alive(ha.me) and ha.alive(hb.me)
+        seen["a"] = ha.me
+
+    hosts.run(body, "a", "b")
+
+    async def again(a: Engine) -> None:
+        ha = a.index.hosts()
+        assert ha is not None and ha.me == seen["a"]
+        assert [s.sid for s in ha.all()] == [ha.me]  # a clean exit ends a session
+
+    hosts.run(again, "a")
+
+
+def test_puts_wait_for_their_host_and_other_work_is_taken_over(hosts: Hosts) -> None:
+    """Host A stops with an upload and a rename queued (as after kill -9): the
+    upload's bytes are only in A's cache, so it waits for A; reading that file
+    on B fails with EIO (never stale bytes) once A's session has expired; when A
+    is back, everything is stored and B reads it."""
+    seen: dict[str, int] = {}
+
+    async def crash_with_work_queued(a: Engine) -> None:
+        p = await project(a.drive)
+        await a.journal.drain_all(timeout=30)
+        a.journal.kick = lambda rescan=False: None  # type: ignore[method-assign]
+        a.journal.moved_elsewhere = lambda everything=False: None  # type: ignore[method-assign]
+        f = await write_file(a.drive, p, b"f", b"only in A's cache")
+        seen.update(p=p, f=f)
+
+    # A "crashes": its queue stays (its workers were never woken for the new
+    # entries) and its session is not ended.
+    def run_without_drain(body: Callable[..., Awaitable[None]], name: str) -> None:
+        engine = Engine(hosts.options(name), owner=(UID, GID))
+        try:
+            engine.prepare()
+
+            async def main() -> None:
+                async with trio.open_nursery() as nursery:
+                    await engine.start_services(nursery)
+                    await body(engine)
+                    nursery.cancel_scope.cancel()
+
+            trio.run(main)
+        finally:
+            assert isinstance(engine.index, PgIndex)
+            engine.session_open = False  # as after kill -9: the session is not ended
+            engine.close()
+
+    run_without_drain(crash_with_work_queued, "a")
+
+    async def on_b(b: Engine) -> None:
+        assert b.index.pending_count() >= 1
+        started = time.monotonic()
+        with fs_error(errno.EIO):
+            await read_file(b.drive, seen["f"])
+        assert time.monotonic() - started < 60
+        g = await write_file(b.drive, seen["p"], b"g", b"B works on")
+        seen["g"] = g
+
+    hosts.run(on_b, "b")
+
+    async def a_back(a: Engine, b: Engine) -> None:
+        await a.journal.drain_all(timeout=30)
+        assert await read_file(b.drive, seen["f"]) == b"only in A's cache"
+        assert await read_file(a.drive, seen["g"]) == b"B works on"
+        assert a.index.pending_count() == 0
+
+    hosts.run(a_back, "a", "b")
