@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 import trio
-from harness import CTX, fs_error, project, read_file, rewrite, write_file
-from s3server import S3Server
 
+from harness import CTX, fs_error, project, read_file, rewrite, write_file
 from motionfs.daemon import Engine, MountOptions
 from motionfs.layout import ROOT_INO
 from motionfs.meta.postgres import PgIndex
+from s3server import S3Server
 
 UID = GID = 1000
 VISIBLE_WITHIN = 1.0  # seconds: another host's change shows by then (the promise)
