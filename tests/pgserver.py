@@ -157,11 +157,24 @@ class PgServer:
             raise
         self.started_in = time.monotonic() - t0
 
-    def _start(self) -> None:
+    def stop(self) -> None:
+        """An outage: the server shuts down (what it committed stays on disk)."""
+        assert self.root is not None
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            *("-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"),
+        )
+
+    def start(self) -> None:
+        """The server is back on the same port."""
+        self._start(same_port=True)
+
+    def _start(self, same_port: bool = False) -> None:
         assert self.root is not None
         last: Exception | None = None
         for _ in range(5):  # another process may take the free port first
-            self.port = _free_port()
+            if not same_port:
+                self.port = _free_port()
             opts = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} "
                 f"-c unix_socket_directories={self.root}"

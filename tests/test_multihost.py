@@ -285,3 +285,31 @@ def test_puts_wait_for_their_host_and_other_work_is_taken_over(hosts: Hosts) -> 
         assert a.index.pending_count() == 0
 
     hosts.run(a_back, "a", "b")
+
+
+def test_an_outage_of_postgresql_is_eio_and_passes(tmp_path: Path, s3_server: S3Server) -> None:
+    """PostgreSQL stops: metadata operations fail with EIO within the timeouts (the
+    daemon stays up), and once it is back the daemon reconnects by itself and
+    everything committed before is there."""
+    from pgserver import PgServer
+
+    with PgServer() as server:
+        hosts = Hosts(tmp_path, server.create_database(), s3_server)
+
+        async def body(a: Engine) -> None:
+            p = await project(a.drive)
+            f = await write_file(a.drive, p, b"f", b"committed before")
+            await a.journal.drain_all(timeout=30)
+            await trio.to_thread.run_sync(server.stop)
+            started = time.monotonic()
+            with fs_error(errno.EIO):
+                await a.drive.mkdir(p, b"during", 0o755, CTX)
+            with fs_error(errno.EIO):
+                await write_file(a.drive, p, b"g", b"lost with the outage")
+            assert time.monotonic() - started < 30
+            await trio.to_thread.run_sync(server.start)
+            d = await a.drive.mkdir(p, b"after", 0o755, CTX)
+            assert lookup(a, p, b"after") == d.ino
+            assert await read_file(a.drive, f) == b"committed before"
+
+        hosts.run(body, "a")

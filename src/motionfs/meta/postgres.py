@@ -192,6 +192,19 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}{host}"))
 
 
+class _EioCursor(psycopg.Cursor[Any]):
+    """A lost server is the caller's EIO, never a driver error: FUSE answers it,
+    the daemon stays up, and the next call connects again."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute(*args, **kwargs)
+        except psycopg.OperationalError as e:
+            if not self.connection.broken and not self.connection.closed:
+                raise  # a statement's own failure (e.g. a full disk): the caller's
+            raise FsError(errno.EIO, f"the metadata server went away: {e}") from e
+
+
 def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Connection[Any]:
     options = f"-c search_path={schema} -c synchronous_commit=on"
     if readonly:
@@ -203,6 +216,7 @@ def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Conn
             options=options,
             application_name="motionfs",
             connect_timeout=CONNECT_TIMEOUT,
+            cursor_factory=_EioCursor,
         )
     except psycopg.OperationalError as e:
         raise IndexUnusable(f"cannot reach PostgreSQL at {redact(conninfo)}: {e}") from e
