@@ -44,7 +44,7 @@ from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import SnapshotView
 from motionfs.meta import open_engine
-from motionfs.meta.engine import HostSessions, IndexUnusable, MetaEngine
+from motionfs.meta.engine import HostSessions, IndexUnusable, MetaEngine, RemoteChanges
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
 from motionfs.store.s3 import S3Settings
@@ -509,8 +509,13 @@ class Engine:
             if failing:
                 log.info("the shared index answers again")
                 failing = False
-            if changes.namespaces or changes.everything:
-                self.journal.moved_elsewhere(changes.everything)
+            if changes:
+                await self.remote_changed(changes)
+
+    async def remote_changed(self, changes: RemoteChanges) -> None:
+        """Another host changed these: queues it held up may move on."""
+        if changes.namespaces or changes.everything:
+            self.journal.moved_elsewhere(changes.everything)
 
     async def _evict_forever(self) -> None:
         while True:
@@ -615,6 +620,16 @@ class Daemon(Engine):
 
         await self._run_services(main, signals=False)
 
+    async def remote_changed(self, changes: RemoteChanges) -> None:
+        """The kernel forgets what another host changed, rather than keeping it
+        for its entry and attribute timeouts (a thread: a synchronous
+        invalidation waits for pages that a read in this loop may hold)."""
+        await super().remote_changed(changes)
+        for parent, name in changes.entries:
+            _invalidate_entry(parent, name)
+        if changes.inodes:
+            await trio.to_thread.run_sync(_invalidate_inodes, sorted(changes.inodes))
+
     async def _stop_on_signal(self) -> None:
         """SIGTERM, SIGINT, SIGHUP: unmount like `umount --lazy`, within seconds
         even while the store fails. Open files are sealed and the store queue
@@ -662,6 +677,11 @@ def raise_read_ahead(mountpoint: Path) -> None:
 def _invalidate_inode(ino: int) -> None:
     with contextlib.suppress(OSError):  # the kernel does not have it cached
         pyfuse3.invalidate_inode(ino)
+
+
+def _invalidate_inodes(inodes: list[int]) -> None:
+    for ino in inodes:
+        _invalidate_inode(ino)
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

@@ -302,11 +302,12 @@ class RemoteChanges(BaseModel):
     engine's own caches): the kernel's caches and waiting callers need telling."""
 
     inodes: set[int] = set()
+    entries: set[tuple[int, bytes]] = set()  # (parent, name) linked or unlinked
     namespaces: set[str] = set()  # their journals moved (entries queued or applied)
     everything: bool = False  # notifications may have been missed: assume anything changed
 
     def __bool__(self) -> bool:
-        return bool(self.inodes or self.namespaces or self.everything)
+        return bool(self.inodes or self.entries or self.namespaces or self.everything)
 
 
 class HostSessions(Protocol):

@@ -294,7 +294,9 @@ class PgIndex(PgJournal):
                 continue
             changes.inodes.update(int(i) for i in note.get("i", ()))
             changes.namespaces.update(str(n) for n in note.get("n", ()))
-            if note.get("l"):
+            entries = note.get("e", ())
+            changes.entries.update((int(p), bytes.fromhex(n)) for p, n in entries)
+            if entries:  # names moved: paths cached from them may be stale
                 self._dir_moves += 1
         if changes.everything:
             self._drop_caches()
@@ -627,7 +629,7 @@ class PgIndex(PgJournal):
         )
         self._parents.pop(ino, None)
         self.notes.inodes.add(ino)
-        self.notes.links = True
+        self.notes.entries.add((parent, name))
 
     def unlink(self, parent: int, name: bytes) -> None:
         rows = self.db.execute(
@@ -636,7 +638,7 @@ class PgIndex(PgJournal):
         for (ino,) in rows:
             self._parents.pop(ino, None)
             self.notes.inodes.add(ino)
-            self.notes.links = True
+            self.notes.entries.add((parent, name))
             node = self._inodes.get(ino)
             if node is None or node.is_dir:
                 self._dir_moves += 1

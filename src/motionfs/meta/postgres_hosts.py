@@ -88,20 +88,25 @@ class ChangeNotes:
 
     def __init__(self) -> None:
         self.inodes: set[int] = set()
-        self.links = False
+        self.entries: set[tuple[int, bytes]] = set()  # names linked or unlinked
         self.namespaces: set[str] = set()
 
     def clear(self) -> None:
         self.inodes.clear()
-        self.links = False
+        self.entries.clear()
         self.namespaces.clear()
 
     def __bool__(self) -> bool:
-        return bool(self.inodes or self.links or self.namespaces)
+        return bool(self.inodes or self.entries or self.namespaces)
 
     def payload(self, sid: str) -> str:
         text = json.dumps(
-            {"s": sid, "i": sorted(self.inodes), "l": self.links, "n": sorted(self.namespaces)},
+            {
+                "s": sid,
+                "i": sorted(self.inodes),
+                "e": sorted([parent, name.hex()] for parent, name in self.entries),
+                "n": sorted(self.namespaces),
+            },
             separators=(",", ":"),
         )
         if len(text.encode()) > PAYLOAD_MAX:
@@ -182,6 +187,12 @@ class PgHosts:
                 "mountpoint=EXCLUDED.mountpoint, started_at=now(), beat_at=now()",
                 (self._me, socket.gethostname(), os.getpid(), mountpoint),
             )
+            # Entries from before sessions existed (an index one host served, or
+            # one `motionfs migrate` copied) belong to the first host back.
+            rows = self.index.db.execute(
+                "UPDATE journal SET owner=%s WHERE owner IS NULL RETURNING ns_id", (self._me,)
+            ).fetchall()
+            self.index.notes.namespaces.update(str(r[0]) for r in rows)
         self.beat()
 
     def beat(self) -> None:
@@ -240,6 +251,7 @@ class PgHosts:
     def note(self, changes: RemoteChanges) -> None:
         """Keep what the engine applied until the next poll."""
         self._remote.inodes |= changes.inodes
+        self._remote.entries |= changes.entries
         self._remote.namespaces |= changes.namespaces
         self._remote.everything |= changes.everything
 
