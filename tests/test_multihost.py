@@ -21,7 +21,7 @@ import trio
 from harness import CTX, fs_error, project, read_file, rewrite, write_file
 from motionfs.daemon import Engine, MountOptions
 from motionfs.layout import ROOT_INO
-from motionfs.meta.postgres import PgIndex
+from motionfs.meta.postgres_hosts import SESSION_TIMEOUT
 from s3server import S3Server
 
 UID = GID = 1000
@@ -72,6 +72,24 @@ class Hosts:
         finally:
             for engine in engines:
                 engine.close()
+
+    def run_and_crash(self, body: Callable[[Engine], Awaitable[None]], name: str) -> None:
+        """One engine runs body, then stops as after kill -9: its queue is not
+        drained, its open files not released, its session not ended."""
+        engine = Engine(self.options(name), owner=(UID, GID))
+        try:
+            engine.prepare()
+
+            async def main() -> None:
+                async with trio.open_nursery() as nursery:
+                    await engine.start_services(nursery)
+                    await body(engine)
+                    nursery.cancel_scope.cancel()
+
+            trio.run(main)
+        finally:
+            engine.session_open = False
+            engine.close()
 
 
 @pytest.fixture
@@ -246,26 +264,8 @@ def test_puts_wait_for_their_host_and_other_work_is_taken_over(hosts: Hosts) -> 
         f = await write_file(a.drive, p, b"f", b"only in A's cache")
         seen.update(p=p, f=f)
 
-    # A "crashes": its queue stays (its workers were never woken for the new
-    # entries) and its session is not ended.
-    def run_without_drain(body: Callable[..., Awaitable[None]], name: str) -> None:
-        engine = Engine(hosts.options(name), owner=(UID, GID))
-        try:
-            engine.prepare()
-
-            async def main() -> None:
-                async with trio.open_nursery() as nursery:
-                    await engine.start_services(nursery)
-                    await body(engine)
-                    nursery.cancel_scope.cancel()
-
-            trio.run(main)
-        finally:
-            assert isinstance(engine.index, PgIndex)
-            engine.session_open = False  # as after kill -9: the session is not ended
-            engine.close()
-
-    run_without_drain(crash_with_work_queued, "a")
+    # A "crashes": its queue stays (its workers were never woken for the new entries).
+    hosts.run_and_crash(crash_with_work_queued, "a")
 
     async def on_b(b: Engine) -> None:
         assert b.index.pending_count() >= 1
@@ -313,3 +313,32 @@ def test_an_outage_of_postgresql_is_eio_and_passes(tmp_path: Path, s3_server: S3
             assert await read_file(a.drive, f) == b"committed before"
 
         hosts.run(body, "a")
+
+
+def test_an_expired_host_s_open_unlinked_files_are_dropped_by_the_others(hosts: Hosts) -> None:
+    """A file host A unlinked while it still had it open is an orphan A holds:
+    B leaves it alone while A lives, and drops it once A's session expired."""
+    seen: dict[str, int] = {}
+
+    async def unlink_while_open(a: Engine) -> None:
+        p = await project(a.drive)
+        f = await write_file(a.drive, p, b"f", b"still open on A")
+        seen["f"] = f
+        a.drive.remember(f)  # the kernel's reference, as after a lookup
+        await a.drive.open(f, os.O_RDONLY)
+        await a.drive.unlink(p, b"f")
+        assert a.index.get(f) is not None  # kept: A uses it
+
+    hosts.run_and_crash(unlink_while_open, "a")
+
+    async def on_b(b: Engine) -> None:
+        f = seen["f"]
+        assert b.index.get(f) is not None  # B's start left A's orphan alone
+        assert b.tree.drop_orphans() == 0
+        deadline = time.monotonic() + SESSION_TIMEOUT + 10
+        while b.index.get(f) is not None and time.monotonic() < deadline:
+            await trio.sleep(0.5)
+            b.tree.drop_orphans()
+        assert b.index.get(f) is None
+
+    hosts.run(on_b, "b")

@@ -66,6 +66,7 @@ PRIVATE_FILES = (INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", LOG_FILE,
 STOP_GRACE = 3.0  # seconds a signal leaves requests in flight before cancelling them
 EVICT_INTERVAL = 10.0
 NOTICE_POLL = 0.2  # seconds between looks at what other hosts changed (shared index)
+ORPHAN_SWEEP_BEATS = 5  # heartbeats between sweeps for orphans that expired hosts held
 READ_AHEAD_KB = 1024  # one maximal FUSE request
 
 
@@ -493,6 +494,7 @@ class Engine:
         """Several hosts on one index: beat, and pass on what the others change
         (the engine has dropped it from its caches; waiters look again)."""
         next_beat = trio.current_time() + hosts.beat_every
+        beats = 0
         failing = False
         while True:
             await trio.sleep(NOTICE_POLL)
@@ -500,6 +502,9 @@ class Engine:
                 if trio.current_time() >= next_beat:
                     next_beat = trio.current_time() + hosts.beat_every
                     hosts.beat()
+                    beats += 1
+                    if beats % ORPHAN_SWEEP_BEATS == 0:  # what expired hosts held
+                        self.tree.drop_orphans()
                 changes = hosts.poll()
             except Exception as e:  # the index is away: the next round tries again
                 if not failing:

@@ -173,9 +173,7 @@ class Tree:
                 self.bridge.run(self.storage.attach, rec)
             except StoreUnavailable as e:
                 log.error("cannot reattach namespace %s: %s", rec.ns_id, e)
-        with self.index.transaction():
-            for orphan in self.index.orphans():
-                self.index.delete_inode(orphan.ino)
+        self.drop_orphans()
         self.cache.recover(dict(self.index.inodes_with_content()))
         self.journal.kick()
 
@@ -246,6 +244,19 @@ class Tree:
             return
         self.lookups.pop(ino, None)
         self.purge_if_unused(ino)
+
+    def drop_orphans(self) -> int:
+        """Delete unlinked inodes nobody uses (at start, and as other hosts'
+        sessions expire); how many."""
+        dropped = [o for o in self.index.orphans() if o.ino not in self.lookups]
+        dropped = [o for o in dropped if not self.content.is_open(o.ino)]
+        if dropped:
+            with self.index.transaction():
+                for orphan in dropped:
+                    self.index.delete_inode(orphan.ino)
+            for orphan in dropped:
+                self.content.drop_inode(orphan.ino, orphan.content_gen)
+        return len(dropped)
 
     def purge_if_unused(self, ino: int) -> None:
         """Delete an unlinked inode once nothing refers to it any more."""
@@ -570,6 +581,8 @@ class Tree:
         self.index.unlink(parent, name)
         nlink = 0 if victim.is_dir else victim.nlink - 1
         self.index.update(victim.ino, nlink=nlink, ctime_ns=t)
+        if nlink == 0:
+            self.index.hold(victim.ino)  # until purge_if_unused finds it unused
         if nlink == 0 and is_blob_file(victim):
             assert victim.ns_id is not None
             self.destroy_namespace_of(victim.ns_id)
@@ -607,6 +620,7 @@ class Tree:
             )
         self.index.unlink(parent, name)
         self.index.update(victim.ino, nlink=0, ctime_ns=t)
+        self.index.hold(victim.ino)
         self._touch_dir(parent, t, nlink_delta=-1)
 
     def remove_subtree(

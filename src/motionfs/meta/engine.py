@@ -146,7 +146,14 @@ class MetaEngine(Protocol):
         ...
 
     def orphans(self) -> list[Inode]:
-        """Inodes with no links left (their content waits to be dropped)."""
+        """Inodes with no links left that no live host holds (their content
+        waits to be dropped)."""
+        ...
+
+    def hold(self, ino: int) -> None:
+        """This host may still use the inode whose last link just went (an open
+        file, the kernel's reference): other hosts leave it out of `orphans`
+        until it is deleted or this host's session expires."""
         ...
 
     def file_inodes(self) -> list[Inode]:

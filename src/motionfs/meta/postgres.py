@@ -71,6 +71,7 @@ from motionfs.meta.engine import (
 from motionfs.meta.postgres_checkpoints import CHECKPOINT_SCHEMA, PgCheckpoints
 from motionfs.meta.postgres_hosts import (
     HOSTS_SCHEMA,
+    SESSION_TIMEOUT,
     ChangeNotes,
     Listener,
     PgHosts,
@@ -569,6 +570,7 @@ class PgIndex(PgJournal):
         """Forget the inode and its xattrs."""
         self.db.execute("DELETE FROM inodes WHERE ino=%s", (ino,))
         self.db.execute("DELETE FROM xattrs WHERE ino=%s", (ino,))
+        self.db.execute("DELETE FROM held WHERE ino=%s", (ino,))
         self._inodes.pop(ino, None)
         self.notes.inodes.add(ino)
 
@@ -588,8 +590,18 @@ class PgIndex(PgJournal):
         return [_inode(r) for r in rows]
 
     def orphans(self) -> list[Inode]:
-        """Inodes with no links left (their content waits to be dropped)."""
-        return self._inodes_where("nlink=0 ORDER BY ino")
+        """Inodes with no links left that no live host holds."""
+        return self._inodes_where(
+            "nlink=0 AND NOT EXISTS (SELECT 1 FROM held h JOIN sessions s ON s.sid=h.sid "
+            "WHERE h.ino=inodes.ino AND s.beat_at >= now() - make_interval(secs => %s)) "
+            "ORDER BY ino",
+            (SESSION_TIMEOUT,),
+        )
+
+    def hold(self, ino: int) -> None:
+        self.db.execute(
+            "INSERT INTO held(ino, sid) VALUES (%s, %s) ON CONFLICT DO NOTHING", (ino, self.me)
+        )
 
     def file_inodes(self) -> list[Inode]:
         """Every linked regular file that lives in a namespace (for fsck)."""

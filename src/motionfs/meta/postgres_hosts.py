@@ -6,7 +6,9 @@ the same session after a restart or a crash, and finds its own journal entries
 again (a put's bytes are in that host's cache, nowhere else). The session beats
 every BEAT seconds; one silent for SESSION_TIMEOUT is expired: a live host then
 takes over its journal entries that need no bytes of its cache (moves, removes,
-copies, checkpoint steps), while its puts wait for it to come back.
+copies, checkpoint steps), while its puts wait for it to come back, and the
+unlinked files it still held (open, or known to its kernel) become orphans
+that any host drops.
 
 Every write group that changes something another host may cache sends one
 NOTIFY on the schema's channel when it commits (PostgreSQL delivers it only
@@ -59,6 +61,11 @@ CREATE TABLE sessions (
 );
 ALTER TABLE journal ADD COLUMN owner text COLLATE "C";
 ALTER TABLE parked ADD COLUMN owner text COLLATE "C";
+CREATE TABLE held (                     -- unlinked inodes a host still uses
+    ino bigint NOT NULL,
+    sid text COLLATE "C" NOT NULL,
+    PRIMARY KEY (ino, sid)
+);
 CREATE SEQUENCE content_gens AS bigint;
 SELECT setval('content_gens', (SELECT coalesce(max(content_gen), 0) + 1 FROM inodes), false);
 """
@@ -187,6 +194,8 @@ class PgHosts:
                 "mountpoint=EXCLUDED.mountpoint, started_at=now(), beat_at=now()",
                 (self._me, socket.gethostname(), os.getpid(), mountpoint),
             )
+            # A daemon that starts holds nothing yet (its kernel knows no inode).
+            self.index.db.execute("DELETE FROM held WHERE sid=%s", (self._me,))
             # Entries from before sessions existed (an index one host served, or
             # one `motionfs migrate` copied) belong to the first host back.
             rows = self.index.db.execute(

@@ -372,6 +372,9 @@ class Index(JournalTable):
         self.db.execute("DELETE FROM xattrs WHERE ino=?", (ino,))
         self._inodes.pop(ino, None)
 
+    def hold(self, ino: int) -> None:
+        """One host: nobody else sweeps its orphans."""
+
     def orphans(self) -> list[Inode]:
         rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE nlink=0")
         return [_inode(r) for r in rows]
