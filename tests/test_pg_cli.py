@@ -27,7 +27,7 @@ from motionfs.meta.migrate import MigrationRefused, copy_index, tables
 from motionfs.meta.postgres import PgIndex
 from motionfs.meta.sqlite import Index
 from motionfs.mounthelper import translate
-from test_cli import Cli, assert_refused
+from test_cli import Cli, assert_refused, run_on_terminal
 from test_meta_engines import make_tree, new_inode, ns_record
 
 MOUNT = pytest.mark.mount
@@ -448,7 +448,7 @@ def test_copy_index_is_one_transaction(tmp_path: Path, pg_server: Any) -> None:
 
         @contextlib.contextmanager
         def bar() -> Iterator[Any]:
-            if label == "entries":
+            if label == "copying entries":
                 raise Boom(label)
             yield lambda n: None
 
@@ -463,6 +463,22 @@ def test_copy_index_is_one_transaction(tmp_path: Path, pg_server: Any) -> None:
     assert copy_index(source, f"{url}?schema=half").rows["inodes"] == 5
     with pytest.raises(MigrationRefused, match="already holds a motionfs index"):
         copy_index(source, f"{url}?schema=half")
+
+
+def test_migrate_shows_progress_on_a_terminal_only(pgcli: PgCli) -> None:
+    """A bar per table on a terminal; the result lines on stdout either way."""
+    store = pgcli.tmp / "store"
+    store.mkdir()
+    sqlite_with_everything(store / "index.sqlite")
+    status, out, terminal = run_on_terminal(
+        pgcli, "migrate", "--store", str(store), "--to", pgcli.url()
+    )
+    assert status == 0, (out, terminal)
+    assert "copying inodes" in terminal and "100%" in terminal
+    assert "1 queued store operations carried over" in out
+    assert out.strip().splitlines()[-1].startswith("mount it with: motionfs mount MOUNTPOINT")
+    no_password_in(pgcli, out, terminal)
+    assert pgcli.sql("SELECT value FROM drive.meta WHERE key='store_uuid'") == [("u-1",)]
 
 
 def test_migrated_tables_are_both_engines_tables(tmp_path: Path, pg_server: Any) -> None:

@@ -237,7 +237,7 @@ def _copy_table(
     )
     done = 0
     with (
-        _steps(progress, table, int(total)) as advance,
+        _steps(progress, f"copying {table}", int(total)) as advance,
         target.cursor() as cur,
         cur.copy(copy_sql) as copy,
     ):
