@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from helpers import pattern, sha256_file, snapshot
-from motionfs.cli import _redacted_argv
+from motionfs.cli import redacted_argv, with_connect_timeout
 from motionfs.meta import open_engine, redact
 from motionfs.meta.migrate import MigrationRefused, copy_index, tables
 from motionfs.meta.postgres import PgIndex
@@ -507,16 +507,27 @@ def test_migrated_tables_are_both_engines_tables(tmp_path: Path, pg_server: Any)
 
 def test_daemon_command_line_has_no_password() -> None:
     argv = ["mount", "/m", "--meta", "postgresql://u:secret@h/db?schema=s", "--foreground"]
-    assert _redacted_argv(argv) == [
+    assert redacted_argv(argv) == [
         "mount",
         "/m",
         "--meta",
         "postgresql://u@h/db?schema=s",
         "--foreground",
     ]
-    assert _redacted_argv(["--meta=postgresql://u:secret@h:5/d"]) == ["--meta=postgresql://u@h:5/d"]
+    assert redacted_argv(["--meta=postgresql://u:secret@h:5/d"]) == ["--meta=postgresql://u@h:5/d"]
 
 
 def test_mount_helper_translates_meta() -> None:
     args = translate("/store", "/mnt", ["defaults,meta=postgresql://u@h/db?schema=s"])
     assert args == ["mount", "/mnt", "--store", "/store", "--meta", "postgresql://u@h/db?schema=s"]
+
+
+def test_status_connects_with_a_timeout() -> None:
+    """status must not hang on a server that does not answer; a URL's own wins."""
+    assert with_connect_timeout("postgresql://u@h/db?schema=s") == (
+        "postgresql://u@h/db?schema=s&connect_timeout=5"
+    )
+    assert (
+        with_connect_timeout("postgresql://u@h/db?connect_timeout=1")
+        == "postgresql://u@h/db?connect_timeout=1"
+    )

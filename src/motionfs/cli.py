@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
@@ -28,6 +29,7 @@ T = TypeVar("T")
 # The detached daemon's --meta URL with its password: passed in the environment,
 # so that the long-lived process's command line (ps, /proc) shows it redacted.
 META_ENV = "MOTIONFS_META_URL"
+STATUS_CONNECT_TIMEOUT = 5  # seconds status and umount wait for the index's server
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -178,7 +180,7 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     """Run the daemon detached and wait until it reports the mount usable."""
     read_fd, write_fd = os.pipe()
     # The same command line, in the foreground, in a new session.
-    args = [sys.executable, "-m", "motionfs", *_redacted_argv(sys.argv[1:]), "--foreground"]
+    args = [sys.executable, "-m", "motionfs", *redacted_argv(sys.argv[1:]), "--foreground"]
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
     if opts.meta_url is not None:
         env[META_ENV] = opts.meta_url
@@ -221,7 +223,7 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     )
 
 
-def _redacted_argv(argv: list[str]) -> list[str]:
+def redacted_argv(argv: list[str]) -> list[str]:
     """The command line with every --meta URL's password left out."""
     out: list[str] = []
     follows = False
@@ -311,13 +313,24 @@ def _read_index(record: daemon.MountRecord, query: Callable[[MetaEngine], T], de
         return default
 
 
+def with_connect_timeout(url: str) -> str:
+    """The URL with a connect timeout (unless it names one): status must not
+    hang on a server that does not answer (libpq waits for ever by default)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key == "connect_timeout" for key, _value in query):
+        query.append(("connect_timeout", str(STATUS_CONNECT_TIMEOUT)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _query_index(record: daemon.MountRecord, query: Callable[[MetaEngine], T]) -> T:
     """A query on a mounted drive's index, opened read-only: its SQLite file, or
     its PostgreSQL schema through the record's URL, which has no password (libpq
     takes one from PGPASSWORD or ~/.pgpass, as for any client)."""
     store = Path(record.store)
     if record.meta is not None:
-        idx = open_engine(store / daemon.PG_INDEX_FILE, readonly=True, url=record.meta)
+        url = with_connect_timeout(record.meta)
+        idx = open_engine(store / daemon.PG_INDEX_FILE, readonly=True, url=url)
     else:
         idx = open_engine(store / daemon.INDEX_FILE, readonly=True)
     try:
