@@ -190,6 +190,36 @@ def test_mount_helper_takes_meta(pgcli: PgCli) -> None:
     assert rows == [(1,)]
 
 
+@MOUNT
+def test_s3_store_with_the_index_in_postgresql(s3_server: Any, pgcli: PgCli) -> None:
+    """Bytes in S3, metadata in PostgreSQL: a second index folder (an empty cache,
+    as on another machine) mounted after the first serves the same drive, reading
+    the bytes back from the bucket."""
+    from s3server import AWS_ENV
+
+    pgcli.env.update(AWS_ENV)
+    mp = pgcli.mountpoint("mnt")
+    bucket = ("--store", s3_server.store_url("pgcli"), "--s3-endpoint", s3_server.endpoint)
+    first, second = pgcli.tmp / "index-a", pgcli.tmp / "index-b"
+    pgcli.mount(mp, *bucket, "--index", str(first), "--meta", pgcli.url())
+    project = mp / "projects" / "film"
+    project.mkdir()
+    data = pattern(3 << 20, seed=9)
+    (project / "clip.bin").write_bytes(data)
+    os.setxattr(project / "clip.bin", "user.take", b"3")
+    assert pgcli.record(mp)["meta"] == pgcli.url(password=False)
+    assert pgcli.umount(mp).returncode == 0
+    assert not (first / "index.sqlite").exists()
+
+    pgcli.mount(mp, *bucket, "--index", str(second), "--meta", pgcli.url())
+    assert not any((second / "cache").glob("*.*"))  # nothing cached here yet
+    assert (project / "clip.bin").read_bytes() == data
+    assert os.getxattr(project / "clip.bin", "user.take") == b"3"
+    assert pgcli.umount(mp).returncode == 0
+    done = pgcli.fsck(*bucket, "--index", str(second), "--meta", pgcli.url())
+    assert done.returncode == 0, done.stdout
+
+
 # -- fsck -----------------------------------------------------------------------------------
 
 
