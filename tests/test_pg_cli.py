@@ -23,7 +23,7 @@ import pytest
 from helpers import pattern, sha256_file, snapshot
 from motionfs.cli import redacted_argv, with_connect_timeout
 from motionfs.meta import open_engine, redact
-from motionfs.meta.migrate import MigrationRefused, copy_index, tables
+from motionfs.meta.migrate import MigrationRefused, advance_sequences, copy_index, tables
 from motionfs.meta.postgres import PgIndex
 from motionfs.meta.sqlite import Index
 from motionfs.mounthelper import translate
@@ -249,6 +249,15 @@ def test_fsck_on_postgresql_finds_and_repairs_a_missing_store_file(pgcli: PgCli)
     assert any("missing from the store" in f["problem"] for f in report["findings"]), report
     done = pgcli.fsck(*meta, "--repair")
     assert done.returncode == 1, done.stdout
+    assert pgcli.fsck(*meta).returncode == 0
+
+    # A sequence behind its table (it would hand an inode number out again):
+    # found, and repaired in place.
+    pgcli.sql("SELECT setval('drive.inode_numbers', 2)")
+    done = pgcli.fsck(*meta)
+    assert done.returncode == 4 and "inode_numbers" in done.stdout, done.stdout
+    done = pgcli.fsck(*meta, "--repair")
+    assert done.returncode == 1 and "moved from 2" in done.stdout, done.stdout
     assert pgcli.fsck(*meta).returncode == 0
 
     # An empty schema is rebuilt from the store, as an empty SQLite index is.
@@ -509,6 +518,28 @@ def test_migrate_shows_progress_on_a_terminal_only(pgcli: PgCli) -> None:
     assert out.strip().splitlines()[-1].startswith("mount it with: motionfs mount MOUNTPOINT")
     no_password_in(pgcli, out, terminal)
     assert pgcli.sql("SELECT value FROM drive.meta WHERE key='store_uuid'") == [("u-1",)]
+
+
+def test_advance_sequences_repairs_only_what_is_behind(tmp_path: Path, pg_server: Any) -> None:
+    url = pg_server.create_database()
+    assert advance_sequences(url + "?schema=none") == []  # no index there: nothing to do
+    idx = PgIndex(url + "?schema=seqs", tmp_path / "index.postgres")
+    try:
+        with idx.transaction():
+            for _ in range(3):
+                new_inode(idx)
+        assert advance_sequences(url + "?schema=seqs") == []
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT setval('seqs.inode_numbers', 1)")
+        assert any("inode_numbers" in e for e in idx.integrity_errors())
+        assert advance_sequences(url + "?schema=seqs") == [
+            "sequence inode_numbers moved from 1 past 3"
+        ]
+        assert idx.integrity_errors() == []
+        with idx.transaction():
+            assert new_inode(idx) == 4
+    finally:
+        idx.close()
 
 
 def test_migrated_tables_are_both_engines_tables(tmp_path: Path, pg_server: Any) -> None:

@@ -652,10 +652,10 @@ def migrate_command(
         if problems:
             fail(f"the copy in {result.url} is inconsistent: {'; '.join(problems)}")
         kept = _set_sqlite_aside(source)
-    except MigrationRefused as e:
+    except (MigrationRefused, SetupError) as e:
         fail(str(e))
-    except SetupError as e:
-        fail(str(e))
+    except OSError as e:  # setting the SQLite file aside, after the copy committed
+        fail(f"copied into {redact(url)}, but {e.filename}: {e.strerror}; move it aside yourself")
     finally:
         daemon.release_store(lock_fd)
     rows = sum(result.rows.values())

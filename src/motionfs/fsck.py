@@ -598,6 +598,7 @@ def check(
         if repair:
             moved: Path | str | None
             if opts.meta_url is not None:
+                set_aside_note.extend(_sequences_repaired(opts.meta_url))
                 moved = _foreign_schema_aside(opts.meta_url, store)
             else:
                 moved = _unusable_index_aside(store / INDEX_FILE)
@@ -665,6 +666,20 @@ def _unusable_index_aside(path: Path) -> Path | None:
     for side in ("-wal", "-shm"):
         Path(str(path) + side).unlink(missing_ok=True)
     return set_aside(path)
+
+
+def _sequences_repaired(url: str) -> list[Finding]:
+    """A PostgreSQL index's sequences set past the numbers its tables hold (the
+    only damage its integrity check knows that a repair can undo in place)."""
+    from motionfs.meta.migrate import MigrationRefused, advance_sequences
+
+    try:
+        changed = advance_sequences(url)
+    except MigrationRefused as e:
+        raise SetupError(str(e)) from e
+    return [
+        Finding(kind="index", what=redact(url), problem=line, repaired=True) for line in changed
+    ]
 
 
 def _foreign_schema_aside(url: str, store: Path) -> str | None:

@@ -277,6 +277,49 @@ def _set_sequence(
         target.execute("SELECT setval(%s, %s)", (seq, highest))
 
 
+def advance_sequences(url: str) -> list[str]:
+    """Set every sequence of the URL's schema that is behind the numbers in its
+    tables past them (fsck's repair: it would hand a number out again); what it
+    changed, one line each."""
+    conninfo, schema = split_url(url)
+    changed: list[str] = []
+    try:
+        with (
+            psycopg.connect(
+                conninfo,
+                autocommit=True,
+                options=f"-c search_path={schema}",
+                application_name="motionfs fsck",
+            ) as db,
+            db.transaction(),
+        ):
+            found = db.execute("SELECT to_regclass('schema_version')").fetchone()
+            if found is None or found[0] is None:
+                return changed  # no motionfs index here (yet): nothing to advance
+            for seq, _autoincrement, numbered in SEQUENCES:
+                top = 0
+                for table, column in numbered:
+                    query = sql.SQL("SELECT max({}) FROM {}").format(
+                        sql.Identifier(column), sql.Identifier(table)
+                    )
+                    row = db.execute(query).fetchone()
+                    if row is not None and row[0] is not None:
+                        top = max(top, int(row[0]))
+                got = db.execute(
+                    sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}").format(
+                        sql.Identifier(seq)
+                    )
+                ).fetchone()
+                now = 0 if got is None else int(got[0])
+                if top > now:
+                    db.execute("SELECT setval(%s, %s)", (seq, top))
+                    changed.append(f"sequence {seq} moved from {now} past {top}")
+    except psycopg.Error as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MigrationRefused(f"schema {schema} of {redact(url)}: {first}") from e
+    return changed
+
+
 def set_schema_aside(url: str) -> str:
     """Rename the URL's schema out of the way (kept, never dropped), so that a
     new index can be built under its name; says where it went."""
@@ -320,6 +363,7 @@ def tables() -> Iterator[tuple[str, tuple[str, ...]]]:
 __all__ = [
     "MigrateResult",
     "MigrationRefused",
+    "advance_sequences",
     "copy_index",
     "read_source",
     "set_schema_aside",
