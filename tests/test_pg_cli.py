@@ -377,6 +377,13 @@ def test_migrate_refusals(pgcli: PgCli) -> None:
         ("sqlite:///x.db", ("postgresql://",)),
     ):
         assert_refused(pgcli.run("migrate", "--store", str(store), "--to", url), *words)
+    from pgserver import _free_port
+
+    gone = f"postgresql://motionfs:{pgcli.password}@127.0.0.1:{_free_port()}/x?schema=s"
+    line = assert_refused(
+        pgcli.run("migrate", "--store", str(store), "--to", gone), "cannot reach PostgreSQL"
+    )
+    no_password_in(pgcli, line)
     pgcli.sql("CREATE SCHEMA app; CREATE TABLE app.users (id int)")
     assert_refused(
         pgcli.run("migrate", "--store", str(store), "--to", pgcli.url("app")),

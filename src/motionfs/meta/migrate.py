@@ -153,7 +153,7 @@ def copy_index(source: Path, url: str, progress: Progress | None = None) -> Migr
             application_name="motionfs migrate",
         )
     except psycopg.OperationalError as e:
-        raise MigrationRefused(f"cannot reach PostgreSQL at {redact(url)}: {e}") from e
+        raise MigrationRefused(f"cannot reach PostgreSQL at {redact(url)}: {_line(e)}") from e
     db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         rows: dict[str, int] = {}
@@ -173,8 +173,7 @@ def copy_index(source: Path, url: str, progress: Progress | None = None) -> Migr
     except psycopg.errors.DiskFull as e:
         raise MigrationRefused(f"{where}: the database's disk is full; nothing changed") from e
     except psycopg.Error as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MigrationRefused(f"{where}: {first}; nothing changed") from e
+        raise MigrationRefused(f"{where}: {_line(e)}; nothing changed") from e
     finally:
         db.close()
         target.close()
@@ -315,8 +314,7 @@ def advance_sequences(url: str) -> list[str]:
                     db.execute("SELECT setval(%s, %s)", (seq, top))
                     changed.append(f"sequence {seq} moved from {now} past {top}")
     except psycopg.Error as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MigrationRefused(f"schema {schema} of {redact(url)}: {first}") from e
+        raise MigrationRefused(f"schema {schema} of {redact(url)}: {_line(e)}") from e
     return changed
 
 
@@ -333,9 +331,13 @@ def set_schema_aside(url: str) -> str:
                 )
             )
     except psycopg.Error as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MigrationRefused(f"cannot rename schema {schema} of {redact(url)}: {first}") from e
+        raise MigrationRefused(f"cannot rename schema {schema} of {redact(url)}: {_line(e)}") from e
     return f"schema {aside} of {redact(url)}"
+
+
+def _line(e: BaseException) -> str:
+    """A driver's message (libpq's spans lines) as one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 class _NoBar:
