@@ -109,7 +109,7 @@ from benchlib.report import (
     table,
 )
 from benchlib.runner import Bench
-from benchlib.targets import STORES, NativeTarget, PassthroughTarget, Target
+from benchlib.targets import METAS, STORES, NativeTarget, PassthroughTarget, Target
 from benchlib.workloads import daemon_rss, git_commit, rsync_in, saves, sequential, small_tree
 
 WORKLOADS = {
@@ -140,6 +140,13 @@ def parse_args() -> argparse.Namespace:
         default="local",
         help="store backend (default: local); s3 starts a moto server on 127.0.0.1 and skips "
         "the checkpoint workload",
+    )
+    p.add_argument(
+        "--meta",
+        choices=sorted(METAS),
+        default="sqlite",
+        help="metadata engine (default: sqlite, in the store's folder); postgresql starts a "
+        "throwaway PostgreSQL server on 127.0.0.1 for the index and stops it afterwards",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -200,6 +207,12 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="motionfs-bench-")).resolve()
     mfs = make_target(base)
+    use_meta = METAS[args.meta]
+    meta = "sqlite (index.sqlite in the store's folder)"
+    if use_meta is not None:
+        from motionfs.meta import redact
+
+        meta = f"{args.meta} ({redact(use_meta(mfs))}, a throwaway server on this machine)"
     targets: list[Target] = [NativeTarget(base)]
     passthrough = None if args.no_passthrough else PassthroughTarget(base)
     if passthrough is not None:
@@ -217,6 +230,7 @@ def main() -> int:
         f"{memory()}, Python {platform.python_version()}",
         "disk": f"{base} on {disk_of(base)}",
         "store": f"{args.store} ({mfs.store})",
+        "metadata": meta,
         "run": "quick" if args.quick else "full",
         "passthrough": "-" if passthrough is None else f"passthrough.py on {passthrough.source}",
         "requests": f"not counted by the kernel: {why_no_trace}"
@@ -224,7 +238,16 @@ def main() -> int:
         else "kernel tracepoints fuse:fuse_request_send/end",
     }
     print(f"motionfs bench, {header['date']}")
-    for key in ("command", "commit", "machine", "disk", "store", "passthrough", "requests"):
+    for key in (
+        "command",
+        "commit",
+        "machine",
+        "disk",
+        "store",
+        "metadata",
+        "passthrough",
+        "requests",
+    ):
         print(f"{key}: {header[key]}")
     sys.stdout.flush()
 

@@ -187,6 +187,7 @@ class MotionfsTarget:
         self.mountpoint = base / "mnt"
         self.store = state
         self.mount_args = mount_args
+        self.meta_url: str | None = None  # postgresql://...: the index lives there
         self.root = self.mountpoint / "projects" / "bench"
         self.log = self.store / "motionfs.log"
         self.pid: int | None = None  # the running daemon's
@@ -224,9 +225,12 @@ class MotionfsTarget:
         self.mount()
 
     def pending(self) -> int:
-        from motionfs.meta.sqlite import Index  # the same read-only view `motionfs status` uses
+        from motionfs.meta import open_engine  # the same read-only view `motionfs status` uses
 
-        index = Index.open_readonly(self.store / "index.sqlite")
+        if self.meta_url is None:
+            index = open_engine(self.store / "index.sqlite", readonly=True)
+        else:
+            index = open_engine(self.store / "index.postgres", readonly=True, url=self.meta_url)
         try:
             return int(index.pending_count())
         finally:
@@ -305,6 +309,29 @@ def s3_store(base: Path) -> MotionfsTarget:
     args = ["--store", server.store_url("bench"), "--s3-endpoint", server.endpoint]
     return MotionfsTarget(base, state=state, mount_args=[*args, "--index", str(state)])
 
+
+def postgresql_meta(target: MotionfsTarget) -> str:
+    """Put the target's index in a throwaway PostgreSQL server started for this run
+    on 127.0.0.1 (the test suite's tests/pgserver.py), stopped at exit; its URL."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgserver import PgServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    server = PgServer()
+    server.open()
+    atexit.register(server.close)  # after the mount is gone (main's clean-up runs first)
+    url = server.create_database("bench") + "?schema=bench"
+    target.meta_url = url
+    target.mount_args += ["--meta", url]
+    return url
+
+
+METAS: dict[str, Callable[[MotionfsTarget], str] | None] = {
+    "sqlite": None,
+    "postgresql": postgresql_meta,
+}
 
 STORES: dict[str, Callable[[Path], MotionfsTarget]] = {
     "local": local_store,

@@ -1,4 +1,4 @@
-"""The motionfs command line: mount, umount, status."""
+"""The motionfs command line: mount, umount, status, checkpoint, fsck, migrate."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -14,16 +15,21 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
 from motionfs import __version__, control, daemon, fsck
 from motionfs.address import MEMORY, StoreAddress
 from motionfs.errors import SetupError
-from motionfs.meta import open_engine
+from motionfs.meta import open_engine, redact
 from motionfs.meta.engine import MetaEngine
 
 T = TypeVar("T")
+# The detached daemon's --meta URL with its password: passed in the environment,
+# so that the long-lived process's command line (ps, /proc) shows it redacted.
+META_ENV = "MOTIONFS_META_URL"
+STATUS_CONNECT_TIMEOUT = 5  # seconds status and umount wait for the index's server
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -37,6 +43,33 @@ def parse_size(text: str) -> int:
 def fail(message: str) -> NoReturn:
     click.echo(f"motionfs: {message}", err=True)
     sys.exit(1)
+
+
+def meta_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--meta URL: the index in a PostgreSQL schema instead of the SQLite file."""
+    return click.option(
+        "--meta",
+        default=None,
+        metavar="URL",
+        help="Keep the index in PostgreSQL: postgresql://USER@HOST/DB?schema=NAME "
+        "(password from PGPASSWORD or ~/.pgpass, or in the URL). Default: SQLite, in the "
+        "store's folder or --index.",
+    )(command)
+
+
+def check_meta(meta: str | None, address: StoreAddress) -> str | None:
+    """The --meta URL, refused in one line (SetupError) when it cannot be one."""
+    if meta is None:
+        return None
+    if address.memory:
+        raise SetupError("--meta is not for a memory:// store (its index ends with the mount)")
+    from motionfs.meta.postgres import split_url
+
+    try:
+        split_url(meta)
+    except ValueError as e:
+        raise SetupError(f"--meta {redact(meta)}: {e}") from None
+    return meta
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,6 +98,7 @@ def main() -> None:
     help="For an s3:// store: the local directory of its index, cache and log "
     "(default: ~/.local/share/motionfs/s3/BUCKET%PREFIX).",
 )
+@meta_option
 @click.option("--user", default=None, help="USER-scope owner (default: your login name).")
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
 @click.option(
@@ -95,6 +129,7 @@ def mount(
     store: str | None,
     s3_endpoint: str | None,
     index_dir: Path | None,
+    meta: str | None,
     user: str | None,
     foreground: bool,
     allow_other: bool,
@@ -104,13 +139,18 @@ def mount(
     io_timeout: float,
 ) -> None:
     """Mount the store at MOUNTPOINT; returns once the drive is usable."""
+    secret = os.environ.pop(META_ENV, None)
+    if foreground and secret is not None and meta is not None and redact(secret) == meta:
+        meta = secret  # the detached daemon: its command line has the URL redacted
     try:
         address = StoreAddress.parse(store, index_dir, s3_endpoint, mountpoint.absolute())
+        meta = check_meta(meta, address)
     except SetupError as e:
         fail(str(e))
     opts = daemon.MountOptions(
         mountpoint=mountpoint.absolute(),
         **address.mount_fields(),
+        meta_url=meta,
         user=user or getpass.getuser(),
         allow_other=allow_other,
         cache_size=parse_size(cache_size),
@@ -140,8 +180,10 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
     """Run the daemon detached and wait until it reports the mount usable."""
     read_fd, write_fd = os.pipe()
     # The same command line, in the foreground, in a new session.
-    args = [sys.executable, "-m", "motionfs", *sys.argv[1:], "--foreground"]
+    args = [sys.executable, "-m", "motionfs", *redacted_argv(sys.argv[1:]), "--foreground"]
     env = dict(os.environ, MOTIONFS_READY_FD=str(write_fd))
+    if opts.meta_url is not None:
+        env[META_ENV] = opts.meta_url
     # This start's own stderr file: a refused start must not clobber the one
     # of a daemon that is running.
     with tempfile.NamedTemporaryFile(
@@ -167,6 +209,8 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
             where = f"sqlite://{opts.sqlite_db}, index {opts.store}"
         if opts.memory:
             where = f"{MEMORY}: a RAM drive, everything in it is gone at unmount"
+        if opts.meta_url is not None:
+            where = f"{where}, metadata {redact(opts.meta_url)}"
         click.echo(f"mounted {opts.mountpoint} (store {where})")
         return
     proc.wait(timeout=60)
@@ -177,6 +221,21 @@ def _spawn_daemon(opts: daemon.MountOptions) -> None:
         if message
         else f"the daemon exited with status {proc.returncode}; see {opts.store / daemon.LOG_FILE}"
     )
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """The command line with every --meta URL's password left out."""
+    out: list[str] = []
+    follows = False
+    for arg in argv:
+        if follows:
+            out.append(redact(arg))
+        elif arg.startswith("--meta="):
+            out.append("--meta=" + redact(arg.removeprefix("--meta=")))
+        else:
+            out.append(arg)
+        follows = arg == "--meta"
+    return out
 
 
 @main.command()
@@ -210,7 +269,7 @@ def umount(mountpoint: Path, timeout: float, lazy: bool) -> None:
         return
     _wait_for_exit(record, timeout)
     if lazy:
-        pending = _pending(Path(record.store) / daemon.INDEX_FILE)
+        pending = _pending(record)
         if pending:
             click.echo(
                 f"unmounted; {pending} store operations left for the next mount of this store",
@@ -220,10 +279,9 @@ def umount(mountpoint: Path, timeout: float, lazy: bool) -> None:
 
 def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
     start = time.monotonic()
-    index_path = Path(record.store) / daemon.INDEX_FILE
     shown = -1
     while daemon.process_alive(record.pid):
-        pending, size, _error = _pending_report(index_path)
+        pending, size, _error = _pending_report(record)
         if pending != shown and pending > 0:
             click.echo(
                 f"flushing: {pending} store operations pending ({_human(size)} to upload)",
@@ -238,25 +296,45 @@ def _wait_for_exit(record: daemon.MountRecord, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _pending(index_path: Path) -> int:
-    return _pending_report(index_path)[0]
+def _pending(record: daemon.MountRecord) -> int:
+    return _pending_report(record)[0]
 
 
-def _pending_report(index_path: Path) -> tuple[int, int, str | None]:
+def _pending_report(record: daemon.MountRecord) -> tuple[int, int, str | None]:
     nothing: tuple[int, int, str | None] = (0, 0, None)
-    return _read_index(index_path, lambda idx: idx.pending_report(), nothing)
+    return _read_index(record, lambda idx: idx.pending_report(), nothing)
 
 
-def _read_index(index_path: Path, query: Callable[[MetaEngine], T], default: T) -> T:
+def _read_index(record: daemon.MountRecord, query: Callable[[MetaEngine], T], default: T) -> T:
     """A query on a mounted drive's index, read-only; `default` if it cannot be read."""
     try:
-        idx = open_engine(index_path, readonly=True)
+        return _query_index(record, query)
     except Exception:
         return default
+
+
+def with_connect_timeout(url: str) -> str:
+    """The URL with a connect timeout (unless it names one): status must not
+    hang on a server that does not answer (libpq waits for ever by default)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key == "connect_timeout" for key, _value in query):
+        query.append(("connect_timeout", str(STATUS_CONNECT_TIMEOUT)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _query_index(record: daemon.MountRecord, query: Callable[[MetaEngine], T]) -> T:
+    """A query on a mounted drive's index, opened read-only: its SQLite file, or
+    its PostgreSQL schema through the record's URL, which has no password (libpq
+    takes one from PGPASSWORD or ~/.pgpass, as for any client)."""
+    store = Path(record.store)
+    if record.meta is not None:
+        url = with_connect_timeout(record.meta)
+        idx = open_engine(store / daemon.PG_INDEX_FILE, readonly=True, url=url)
+    else:
+        idx = open_engine(store / daemon.INDEX_FILE, readonly=True)
     try:
         return query(idx)
-    except Exception:
-        return default
     finally:
         idx.close()
 
@@ -270,23 +348,29 @@ def status(as_json: bool) -> None:
         store = Path(rec.store)
         cache = store / "cache"
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
-        pending, pending_bytes, error = _pending_report(store / daemon.INDEX_FILE)
-        none_failed: tuple[int, str | None] = (0, None)
-        failed, failure = _read_index(
-            store / daemon.INDEX_FILE, lambda idx: idx.parked_report(), none_failed
-        )
+        unreadable = None
+        try:
+            (pending, pending_bytes, error), (failed, failure) = _query_index(
+                rec, lambda idx: (idx.pending_report(), idx.parked_report())
+            )
+        except Exception as e:  # e.g. no password for the PostgreSQL index
+            unreadable = str(e).splitlines()[0] if str(e) else type(e).__name__
+            pending = pending_bytes = failed = 0
+            error = failure = None
         rows.append(
             {
                 "mountpoint": rec.mountpoint,
                 "store": rec.remote or rec.store,
                 "index": rec.store,
+                "meta": rec.meta or "sqlite",
                 "pid": rec.pid,
                 "user": rec.user,
-                "pending": pending,
-                "pending_bytes": pending_bytes,
+                "pending": None if unreadable else pending,
+                "pending_bytes": None if unreadable else pending_bytes,
                 "last_error": error,
-                "failed": failed,  # operations that failed for good (see motionfs fsck)
+                "failed": None if unreadable else failed,  # failed for good (see fsck)
                 "failed_error": failure,
+                "index_error": unreadable,  # why the index could not be read
                 "cache_bytes": used,
             }
         )
@@ -301,10 +385,13 @@ def status(as_json: bool) -> None:
             str(r["mountpoint"]),
             f"  store:   {r['store']}",
             *([f"  index:   {r['index']}"] if r["index"] != r["store"] else []),
+            *([f"  meta:    {r['meta']}"] if r["meta"] != "sqlite" else []),
             f"  pid:     {r['pid']}",
             f"  user:    {r['user']}",
             f"  pending: {r['pending']} store operations "
-            f"({_human(int(r['pending_bytes'] or 0))} to upload)",
+            f"({_human(int(r['pending_bytes'] or 0))} to upload)"
+            if r["index_error"] is None
+            else f"  pending: unknown (cannot read the index: {r['index_error']})",
             *([f"  failing: {r['last_error']}"] if r["last_error"] else []),
             *(
                 [f"  FAILED:  {r['failed']} store operations for good, e.g. {r['failed_error']}"]
@@ -459,6 +546,7 @@ def _human(n: int) -> str:
     default=None,
     help="For an s3:// store: the local directory of its index.",
 )
+@meta_option
 @click.option("--full", is_flag=True, help="Also hash every file whose sha256 is known.")
 @click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
 @click.option("--dry-run", is_flag=True, help="Only read (allowed on a mounted store).")
@@ -467,6 +555,7 @@ def fsck_command(
     store: str | None,
     s3_endpoint: str | None,
     index_dir: Path | None,
+    meta: str | None,
     full: bool,
     repair: bool,
     dry_run: bool,
@@ -482,6 +571,7 @@ def fsck_command(
         opts = daemon.MountOptions(
             mountpoint=Path("/"),  # not mounted: fsck opens the store's components only
             **address.mount_fields(),
+            meta_url=check_meta(meta, address),
             user=getpass.getuser(),
         )
         report = fsck.check(opts, full=full, repair=repair, dry_run=dry_run, progress=bars)
@@ -492,7 +582,8 @@ def fsck_command(
         click.echo(report.model_dump_json(indent=2))
     else:
         checked = ", ".join(f"{n} {what}" for what, n in report.checked.items())
-        click.echo(f"checked {report.store}: {checked}")
+        where = report.store if report.meta is None else f"{report.store} (index {report.meta})"
+        click.echo(f"checked {where}: {checked}")
         for f in report.findings:
             mark = "repaired" if f.repaired else "PROBLEM "
             click.echo(f"  {mark} {f.kind}: {f.what}: {f.problem}")
@@ -505,3 +596,98 @@ def _progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     """click's progress bar on stderr, for fsck's long passes."""
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
+
+
+@main.command("migrate")
+@click.option(
+    "--store",
+    default=None,
+    help="Store directory (default: ~/.local/share/motionfs), s3://BUCKET/PREFIX or "
+    "sqlite:///FILE.",
+)
+@click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL (s3:// store).")
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="For an s3:// or sqlite:// store: the local directory of its index.",
+)
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    metavar="URL",
+    help="The new index: postgresql://USER@HOST/DB?schema=NAME (a new or empty schema).",
+)
+def migrate_command(
+    store: str | None, s3_endpoint: str | None, index_dir: Path | None, to_url: str
+) -> None:
+    """Copy an unmounted store's SQLite index into a new PostgreSQL schema, then
+    mount the store with --meta URL. The SQLite file is kept, set aside."""
+    from motionfs.meta.migrate import MigrationRefused, copy_index
+
+    try:
+        address = StoreAddress.parse(store, index_dir, s3_endpoint)
+        url = check_meta(to_url, address)
+    except SetupError as e:
+        fail(str(e))
+    assert url is not None
+    source = address.local / daemon.INDEX_FILE
+    if not source.is_file():
+        fail(f"no SQLite index at {source}: nothing to migrate")
+    try:
+        lock_fd = daemon.lock_store(address.local)
+    except SetupError as e:
+        fail(f"{e} (migrate refuses a mounted store)")
+    try:
+        bars = _progress_bar if sys.stderr.isatty() else None
+        result = copy_index(source, url, bars)
+        # Opened as a mount opens it: checks the copy, writes this host's marker file.
+        index = daemon.open_index(source, url)
+        try:
+            problems = index.integrity_errors()
+        finally:
+            index.close()
+        if problems:
+            fail(f"the copy in {result.url} is inconsistent: {'; '.join(problems)}")
+        kept = _set_sqlite_aside(source)
+    except (MigrationRefused, SetupError) as e:
+        fail(str(e))
+    except OSError as e:  # setting the SQLite file aside, after the copy committed
+        fail(f"copied into {redact(url)}, but {e.filename}: {e.strerror}; move it aside yourself")
+    finally:
+        daemon.release_store(lock_fd)
+    rows = sum(result.rows.values())
+    click.echo(
+        f"copied {rows} rows ({result.rows['inodes']} inodes, {result.rows['namespaces']} "
+        f"namespaces, {result.rows['checkpoints']} checkpoints) into schema "
+        f"{result.schema_name} of {result.url}; the SQLite index is kept as {kept}"
+    )
+    if result.pending or result.parked:
+        click.echo(
+            f"{result.pending} queued store operations carried over (the next mount applies "
+            f"them), {result.parked} that failed for good (motionfs fsck --repair retries them)"
+        )
+    words = ["motionfs", "mount", "MOUNTPOINT"]
+    if store is not None:
+        words += ["--store", store]
+    if s3_endpoint is not None:
+        words += ["--s3-endpoint", s3_endpoint]
+    if index_dir is not None:
+        words += ["--index", str(index_dir)]
+    words += ["--meta", result.url]
+    click.echo(f"mount it with: {' '.join(shlex.quote(w) for w in words)}")
+
+
+def _set_sqlite_aside(source: Path) -> Path:
+    """Move the migrated SQLite index (and its WAL files) out of the way, kept:
+    a mount without --meta must not serve the old copy while PostgreSQL has the
+    current one (it refuses instead, naming the marker file)."""
+    kept = fsck.set_aside(source)
+    assert kept is not None
+    for side in ("-wal", "-shm"):
+        extra = Path(f"{source}{side}")
+        if extra.exists():
+            os.replace(extra, f"{kept}{side}")
+    return kept

@@ -4,7 +4,7 @@ Start-up refuses clearly (SetupError, one line) before touching anything:
 no /dev/fuse or fusermount3, an unwritable or full store, a mountpoint that
 is busy or not empty, a store already served by another daemon, an index
 that is damaged or not this store's. Any other failure while starting (the
-host's OSError, SQLite's errors) is one line too. On unmount the daemon seals
+host's OSError, the metadata engine's errors) is one line too. On unmount the daemon seals
 open files and drains the journal before it exits, so `motionfs umount`
 means "everything is in the store"; a signal stops it like `umount --lazy`.
 """
@@ -43,7 +43,7 @@ from motionfs.errors import FsError, SetupError, StoreUnavailable
 from motionfs.fuse.drive import Drive
 from motionfs.fuse.ops import Operations
 from motionfs.fuse.snapshots import SnapshotView
-from motionfs.meta import open_engine
+from motionfs.meta import driver_errors, open_engine, read_marker, redact
 from motionfs.meta.engine import HostSessions, IndexUnusable, MetaEngine, RemoteChanges
 from motionfs.motion.catalog import Catalog
 from motionfs.motion.xattrs import MotionMetadata
@@ -96,6 +96,7 @@ class MountRecord(BaseModel):
     user: str
     started_at: float
     remote: str | None = None  # the store's address when it is not the folder `store`
+    meta: str | None = None  # the PostgreSQL index's URL, without its password
 
 
 class StoreIdentity(BaseModel):
@@ -173,8 +174,13 @@ def start_up_errors(what: str) -> Iterator[None]:
         raise SetupError(f"{what}: {e.strerror or e}") from e
     except FsError as e:  # the index's own translation, e.g. of a full disk
         raise SetupError(f"{what}: {e}") from e
-    except sqlite3.Error as e:
-        raise SetupError(f"{what}: index: {e}") from e
+    except driver_errors() as e:  # SQLite's or PostgreSQL's, after the index opened
+        raise SetupError(f"{what}: index: {one_line(str(e))}") from e
+
+
+def one_line(text: str) -> str:
+    """A driver's message (libpq's run over several lines) as one line."""
+    return " ".join(text.split())
 
 
 def s3_settings(index: MetaEngine, opts: MountOptions) -> S3Settings | None:
@@ -329,11 +335,18 @@ def secure_store(store: Path) -> None:
 def open_index(path: Path, meta_url: str | None = None) -> MetaEngine:
     """The store's index (in PostgreSQL with `meta_url`, `path`'s folder then
     holding its marker file); a damaged file is a SetupError, never a traceback."""
+    marker = path.with_name(PG_INDEX_FILE)
     if meta_url is not None:
         try:
-            return open_engine(path.with_name(PG_INDEX_FILE), url=meta_url)
+            return open_engine(marker, url=meta_url)
         except (IndexUnusable, ValueError) as e:
-            raise SetupError(str(e)) from e
+            raise SetupError(one_line(str(e))) from e
+    elsewhere = read_marker(marker)
+    if elsewhere is not None:  # a SQLite index made here now would hide the real one
+        raise SetupError(
+            f"the index of {path.parent} is in PostgreSQL ({elsewhere}): add --meta URL "
+            f"(or remove {marker} to use a SQLite index here again)"
+        )
     try:
         return open_engine(path)
     except sqlite3.DatabaseError as e:
@@ -721,6 +734,7 @@ def run(opts: MountOptions, foreground: bool, ready_fd: int | None = None) -> in
             user=opts.user,
             started_at=time.time(),
             remote=None if daemon.storage.local else daemon.storage.where,
+            meta=None if opts.meta_url is None else redact(opts.meta_url),
         )
         record.write_text(info.model_dump_json())
         undo.callback(record.unlink, missing_ok=True)

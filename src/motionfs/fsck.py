@@ -41,6 +41,7 @@ from motionfs.core.tree import Tree, now_ns
 from motionfs.daemon import (
     IDENTITY_FILE,
     INDEX_FILE,
+    PG_INDEX_FILE,
     Daemon,
     MountOptions,
     StoreIdentity,
@@ -50,6 +51,7 @@ from motionfs.daemon import (
 from motionfs.data.journal import Op
 from motionfs.errors import FsError, SetupError, StoreUnavailable
 from motionfs.layout import NAMESPACE_RECORD_PATH, ROOT_INO, Area, Role
+from motionfs.meta import driver_errors, open_engine, redact
 from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
 from motionfs.meta.records import Inode, NamespaceRecord
 from motionfs.meta.sqlite import Index
@@ -75,6 +77,7 @@ class Finding(BaseModel):
 
 class FsckReport(BaseModel):
     store: str
+    meta: str | None = None  # the PostgreSQL index's URL (no password); None: SQLite
     checked: dict[str, int]
     findings: list[Finding]
     exit_code: int
@@ -574,7 +577,12 @@ def check(
     the store is mounted (unless dry_run, which never changes anything)."""
     store = opts.store
     has_file = opts.sqlite_db is not None and opts.sqlite_db.is_file()
-    if not (store / INDEX_FILE).exists() and not (store / "data").is_dir() and not has_file:
+    remote = opts.s3_url is not None or opts.sqlite_db is not None
+    if opts.meta_url is not None and remote and not dry_run:
+        # The index is in PostgreSQL: this host's folder only keeps cache and log.
+        store.mkdir(mode=0o700, parents=True, exist_ok=True)
+    has_index = (store / INDEX_FILE).exists() or (opts.meta_url is not None and store.is_dir())
+    if not has_index and not (store / "data").is_dir() and not has_file:
         raise SetupError(f"{store} is not a motionfs store (no index, no data)")
     if has_file and not dry_run:
         store.mkdir(mode=0o700, parents=True, exist_ok=True)  # a lost index, to rebuild
@@ -588,7 +596,12 @@ def check(
     set_aside_note: list[Finding] = []
     try:
         if repair:
-            moved = _unusable_index_aside(store / INDEX_FILE)
+            moved: Path | str | None
+            if opts.meta_url is not None:
+                set_aside_note.extend(_sequences_repaired(opts.meta_url))
+                moved = _foreign_schema_aside(opts.meta_url, store)
+            else:
+                moved = _unusable_index_aside(store / INDEX_FILE)
             if moved is not None:
                 set_aside_note.append(
                     Finding(
@@ -628,6 +641,7 @@ def check(
             release_store(lock_fd)
     return FsckReport(
         store=opts.s3_url or (f"sqlite://{opts.sqlite_db}" if opts.sqlite_db else str(store)),
+        meta=None if opts.meta_url is None else redact(opts.meta_url),
         checked=run.checked,
         findings=run.findings,
         exit_code=run.exit_code(),
@@ -652,6 +666,47 @@ def _unusable_index_aside(path: Path) -> Path | None:
     for side in ("-wal", "-shm"):
         Path(str(path) + side).unlink(missing_ok=True)
     return set_aside(path)
+
+
+def _sequences_repaired(url: str) -> list[Finding]:
+    """A PostgreSQL index's sequences set past the numbers its tables hold (the
+    only damage its integrity check knows that a repair can undo in place)."""
+    from motionfs.meta.migrate import MigrationRefused, advance_sequences
+
+    try:
+        changed = advance_sequences(url)
+    except MigrationRefused as e:
+        raise SetupError(str(e)) from e
+    return [
+        Finding(kind="index", what=redact(url), problem=line, repaired=True) for line in changed
+    ]
+
+
+def _foreign_schema_aside(url: str, store: Path) -> str | None:
+    """A PostgreSQL index that records another store's uuid (by store.json) is
+    renamed aside (kept) so that a new one is built from the store; where it went."""
+    try:
+        mine = StoreIdentity.model_validate_json((store / IDENTITY_FILE).read_bytes()).uuid
+    except (OSError, ValueError):
+        return None
+    try:
+        index = open_engine(store / PG_INDEX_FILE, readonly=True, url=url)
+    except (IndexUnusable, ValueError) as e:
+        raise SetupError(str(e)) from e
+    try:
+        recorded = index.get_meta("store_uuid")
+    except driver_errors():  # no motionfs tables in the schema yet
+        recorded = None
+    finally:
+        index.close()
+    if recorded is None or recorded == mine:
+        return None
+    from motionfs.meta.migrate import MigrationRefused, set_schema_aside
+
+    try:
+        return set_schema_aside(url)
+    except MigrationRefused as e:
+        raise SetupError(str(e)) from e
 
 
 def _cache_aside(cache: Path) -> None:

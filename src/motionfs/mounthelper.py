@@ -6,7 +6,7 @@ With it linked as /sbin/mount.motionfs, an /etc/fstab line such as
 
 mounts the drive at boot or with `mount /home/me/Motion`. Every option of
 `motionfs mount` is an -o option (`cache_size=10G`, `index=DIR`,
-`s3_endpoint=URL`, `allow_other`, `foreground`...); the words only fstab and
+`s3_endpoint=URL`, `meta=URL`, `allow_other`, `foreground`...); the words only fstab and
 mount(8) act on (`defaults`, `_netdev`, `noauto`, `nofail`, `x-systemd.*`...)
 are ignored. An unknown option is refused in one line, before anything is
 touched.
@@ -23,6 +23,7 @@ from motionfs import cli
 # -o options that take a value, with the `motionfs mount` option each becomes.
 VALUED = {
     "index": "--index",
+    "meta": "--meta",
     "s3_endpoint": "--s3-endpoint",
     "user": "--user",
     "cache_size": "--cache-size",

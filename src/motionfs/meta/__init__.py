@@ -7,11 +7,12 @@ fsck or the CLI gets one, so that choosing an engine happens here.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from motionfs.meta.engine import MetaEngine
 
 
@@ -30,3 +31,34 @@ def open_engine(path: Path, readonly: bool = False, url: str | None = None) -> M
     from motionfs.meta.sqlite import Index
 
     return Index.open_readonly(path) if readonly else Index(path)
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The database drivers' own exceptions, for callers that turn an engine's
+    failure into one line without knowing which engine it was."""
+    import psycopg
+
+    return (sqlite3.Error, psycopg.Error)
+
+
+def redact(url: str) -> str:
+    """A postgresql:// URL without its password (for records, logs, messages)."""
+    from motionfs.meta.postgres import redact as without_password
+
+    try:
+        return without_password(url)
+    except ValueError:  # e.g. a port that is not a number: show none of it
+        return "(a URL that cannot be parsed)"
+
+
+def read_marker(path: Path) -> str | None:
+    """The URL (no password) a PostgreSQL index's host-local marker file names,
+    None when there is no marker (the index is SQLite's)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"see {path}"
+    url = data.get("url") if isinstance(data, dict) else None
+    return str(url) if url else f"see {path}"
