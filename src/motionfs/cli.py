@@ -24,6 +24,7 @@ from motionfs.address import MEMORY, StoreAddress
 from motionfs.errors import SetupError
 from motionfs.meta import open_engine, redact
 from motionfs.meta.engine import MetaEngine
+from motionfs.meta.records import HostSession
 
 T = TypeVar("T")
 # The detached daemon's --meta URL with its password: passed in the environment,
@@ -343,15 +344,16 @@ def _query_index(record: daemon.MountRecord, query: Callable[[MetaEngine], T]) -
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """List mounted drives with their store, pending uploads and cache use."""
-    rows: list[dict[str, str | int | None]] = []
+    rows: list[dict[str, Any]] = []
     for rec in daemon.read_records():
         store = Path(rec.store)
         cache = store / "cache"
         used = sum(p.stat().st_blocks * 512 for p in cache.glob("*") if p.is_file())
         unreadable = None
+        hosts: list[HostSession] | None = None
         try:
-            (pending, pending_bytes, error), (failed, failure) = _query_index(
-                rec, lambda idx: (idx.pending_report(), idx.parked_report())
+            (pending, pending_bytes, error), (failed, failure), hosts = _query_index(
+                rec, lambda idx: (idx.pending_report(), idx.parked_report(), _sessions(idx))
             )
         except Exception as e:  # e.g. no password for the PostgreSQL index
             unreadable = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -372,6 +374,8 @@ def status(as_json: bool) -> None:
                 "failed_error": failure,
                 "index_error": unreadable,  # why the index could not be read
                 "cache_bytes": used,
+                # Several hosts on one index: every daemon serving it, this one too.
+                "hosts": None if hosts is None else [h.model_dump() for h in hosts],
             }
         )
     if as_json:
@@ -399,8 +403,32 @@ def status(as_json: bool) -> None:
                 else []
             ),
             f"  cache:   {int(r['cache_bytes'] or 0) / (1 << 20):.1f} MiB",
+            *_host_lines(r["hosts"], str(r["mountpoint"]), int(r["pid"])),
         ]
         click.echo("\n".join(lines))
+
+
+def _sessions(index: MetaEngine) -> list[HostSession] | None:
+    hosts = index.hosts()
+    return None if hosts is None else hosts.all()
+
+
+def _host_lines(hosts: list[dict[str, Any]] | None, mountpoint: str, pid: int) -> list[str]:
+    """The other hosts serving a shared index, one line each."""
+    if hosts is None:
+        return []
+    others = [h for h in hosts if not (h["mountpoint"] == mountpoint and h["pid"] == pid)]
+    if not others:
+        return ["  hosts:   this one only"]
+    lines = [f"  hosts:   this one and {len(others)} more"]
+    for h in others:
+        seen = time.time() - float(h["beat_at"])
+        state = "up" if h["alive"] else "DOWN (its queued uploads wait for it)"
+        lines.append(
+            f"           {h['host']} pid {h['pid']} {h['mountpoint']}: {state}, "
+            f"seen {seen:.0f}s ago"
+        )
+    return lines
 
 
 def _locate(project_path: Path) -> tuple[Path, str]:

@@ -95,6 +95,8 @@ SEQUENCES = (
     ("journal_seq", ("journal",), (("journal", "seq"), ("parked", "seq"))),
     ("checkpoint_ids", ("checkpoints",), (("checkpoints", "cp_id"),)),
     ("cp_entry_ids", ("cp_entries",), (("cp_entries", "eid"),)),
+    # SQLite numbers generations per inode; the shared sequence starts past them all.
+    ("content_gens", (), (("inodes", "content_gen"),)),
 )
 BATCH = 2000
 
