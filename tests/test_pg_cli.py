@@ -234,6 +234,8 @@ def test_fsck_on_postgresql_finds_and_repairs_a_missing_store_file(pgcli: PgCli)
     (mp / "projects" / "p" / "lost.txt").write_bytes(b"lost and found again")
     assert pgcli.umount(mp).returncode == 0
 
+    without = pgcli.run("fsck", "--store", str(store))  # the marker names PostgreSQL
+    assert without.returncode == 8 and "--meta" in without.stderr, without.stderr
     meta = ("--store", str(store), "--meta", pgcli.url())
     done = pgcli.fsck(*meta)
     report = json.loads(done.stdout)
