@@ -234,6 +234,8 @@ def test_fsck_on_postgresql_finds_and_repairs_a_missing_store_file(pgcli: PgCli)
     (mp / "projects" / "p" / "lost.txt").write_bytes(b"lost and found again")
     assert pgcli.umount(mp).returncode == 0
 
+    without = pgcli.run("fsck", "--store", str(store))  # the marker names PostgreSQL
+    assert without.returncode == 8 and "--meta" in without.stderr, without.stderr
     meta = ("--store", str(store), "--meta", pgcli.url())
     done = pgcli.fsck(*meta)
     report = json.loads(done.stdout)
@@ -547,6 +549,47 @@ def test_advance_sequences_repairs_only_what_is_behind(tmp_path: Path, pg_server
             assert new_inode(idx) == 4
     finally:
         idx.close()
+
+
+def test_queued_store_work_is_carried_over_and_applied(tmp_path: Path, pg_server: Any) -> None:
+    """A daemon that died before uploading (its journal full): after migrate, the
+    first daemon on PostgreSQL applies the queue from the same cache."""
+    import trio
+
+    from harness import GID, UID, Harness, project, read_file, write_file
+    from motionfs.daemon import Engine
+
+    store = tmp_path / "store"
+    store.mkdir()
+    lite = Harness(store)
+    engine = Engine(lite.opts, owner=(UID, GID))
+    made: dict[str, int] = {}
+    try:
+        engine.prepare()
+
+        async def write() -> None:  # no services: the journal never runs
+            p = await project(engine.drive, b"film")
+            made["f"] = await write_file(engine.drive, p, b"a.txt", b"carried over")
+
+        trio.run(write)
+        pending = engine.index.pending_count()
+        ns = engine.drive.stat(made["f"]).ns_id
+    finally:
+        engine.close()
+    assert pending > 0 and ns is not None
+    url = pg_server.create_database() + "?schema=carry"
+    assert copy_index(store / "index.sqlite", url).pending == pending
+    (store / "index.sqlite").rename(store / "index.sqlite.migrated")  # as migrate does
+
+    pg = Harness(store, meta_url=url)
+
+    async def check(e: Engine) -> None:
+        assert await read_file(e.drive, made["f"]) == b"carried over"
+        await e.journal.drain_all()
+        assert e.index.pending_count() == 0
+        assert pg.store_bytes(e, ns, "/a.txt") == b"carried over"
+
+    pg.run(check)
 
 
 def test_migrated_tables_are_both_engines_tables(tmp_path: Path, pg_server: Any) -> None:
