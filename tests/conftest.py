@@ -53,6 +53,9 @@ S3_SUITES = {
 MEMORY_SUITES = {"test_posix", "test_posix_attrs", "test_model", "test_checkpoints"}
 # ... and on a sqlite:/// store (`[sqlite]`), remounts included.
 SQLITE_SUITES = MEMORY_SUITES | {"test_api"}
+# ... and on a store several hosts share (`[shared]`): the index in PostgreSQL, the
+# bytes in S3, and a second daemon (another host) mounted on the same store throughout.
+SHARED_SUITES = {"test_posix"}
 
 
 class Drive:
@@ -71,8 +74,10 @@ class Drive:
         remote: str | None = None,
         memory: bool = False,
         sqlite_db: Path | None = None,
+        meta_url: str | None = None,
     ) -> None:
         self.path = mountpoint
+        self.meta_url = meta_url  # postgresql://...: the index lives there
         self.memory = memory  # memory://: `store` is its private folder, gone at unmount
         self.sqlite_db = sqlite_db  # sqlite:///FILE: the bytes live there, `store` is the index
         self.store = store  # the local store directory (an s3 store's index directory)
@@ -124,6 +129,7 @@ class Drive:
         return [
             *("--store", self.remote, "--index", str(self.store)),
             *("--s3-endpoint", self.s3.endpoint),
+            *(("--meta", self.meta_url) if self.meta_url else ()),
         ]
 
     @property
@@ -238,7 +244,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """ "local", "s3", "memory" or "sqlite": which store the drives of this test use."""
+    """ "local", "s3", "memory", "sqlite" or "shared": which store the drives of this test use."""
     return str(getattr(request, "param", "local"))
 
 
@@ -299,6 +305,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             kinds.append("memory")
         if module in SQLITE_SUITES:
             kinds.append("sqlite")
+        if module in SHARED_SUITES:
+            kinds.append("shared")
         metafunc.parametrize("store_kind", kinds, indirect=True)
 
 
@@ -306,24 +314,42 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def make_drive(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[object]:
     """Factory: make_drive(*cli_args) -> a started Drive; all are torn down."""
     drives: list[Drive] = []
-    s3 = request.getfixturevalue("s3_server") if store_kind == "s3" else None
+    shared = store_kind == "shared"
+    s3 = request.getfixturevalue("s3_server") if store_kind in ("s3", "shared") else None
+    database = request.getfixturevalue("pg_server").create_database() if shared else None
 
     def make(*args: str, store: Path | None = None) -> Drive:
         n = len(drives)
         mountpoint = tmp_path / f"mnt{n}"
         mountpoint.mkdir()
         store = store or tmp_path / f"store{n}"
-        remote = None
+        remote = meta_url = None
+        known = [d for d in drives if d.store == store]
         if s3 is not None:
-            known = [d.remote for d in drives if d.store == store]
-            remote = known[0] if known else s3.store_url(f"t-{uuid.uuid4().hex[:10]}")
+            remote = known[0].remote if known else s3.store_url(f"t-{uuid.uuid4().hex[:10]}")
+        if database is not None:
+            meta_url = known[0].meta_url if known else f"{database}?schema=s{n}"
         memory = store_kind == "memory"
         db = store.with_name(store.name + ".db") if store_kind == "sqlite" else None
         drive = Drive(
-            mountpoint, store, list(args), s3=s3, remote=remote, memory=memory, sqlite_db=db
+            mountpoint,
+            store,
+            list(args),
+            s3=s3,
+            remote=remote,
+            memory=memory,
+            sqlite_db=db,
+            meta_url=meta_url,
         )
         drives.append(drive)
         drive.start()
+        if shared and not known:  # another host, mounted on the same store throughout
+            other = tmp_path / f"other-host{n}"
+            other.mkdir()
+            drives.append(
+                Drive(other, tmp_path / f"other-index{n}", s3=s3, remote=remote, meta_url=meta_url)
+            )
+            drives[-1].start()
         return drive
 
     try:

@@ -74,6 +74,10 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
         ("objects", "ns_id sha256 size"),
     )
 )
+# What only hosts sharing an index have: it starts empty (the copied journal
+# belongs to the first host that mounts, which takes its ownerless entries).
+SHARED_ONLY_TABLES = frozenset({"sessions", "held"})
+SHARED_ONLY_COLUMNS = frozenset({("journal", "owner"), ("parked", "owner")})
 # SQLite keeps these as 0/1 integers, PostgreSQL as booleans.
 BOOLEANS = {("journal", "durable"), ("parked", "durable"), ("checkpoints", "complete")}
 # bytea on PostgreSQL: a value SQLite holds as text goes across as its bytes.
