@@ -16,12 +16,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import av
 import pytest
@@ -63,6 +64,7 @@ RUN = {
     ("sh", "export AWS_ACCESS_KEY_ID=..."),
     ("sh", "motionfs mount ~/Scratch --store memory://"),
     ("sh", "motionfs mount ~/Portable --store sqlite://$HOME/motion.db"),
+    ("sh", "motionfs mount ~/Motion --store s3://studio/motion --meta"),
 }
 
 
@@ -203,6 +205,31 @@ def test_readme_s3_example(tmp_path: Path, s3_server: S3Server) -> None:
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert any(k.endswith("/notes.txt") for k in keys), keys
     assert "motion/store.json" in keys
+
+
+def test_readme_several_hosts_example(
+    tmp_path: Path, s3_server: S3Server, pg_server: Any
+) -> None:
+    """The several-hosts block as written, by two users' homes (two hosts: each
+    has its own default index folder) on the test S3 and PostgreSQL servers."""
+    s3_server.client().create_bucket(Bucket="studio")
+    script = block("sh", "motionfs mount ~/Motion --store s3://studio/motion --meta")
+    env = {"AWS_ENDPOINT_URL": s3_server.endpoint, "URL": pg_server.create_database()}
+    env["PGPASSWORD"] = pg_server.password  # `status` keeps no password
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        mounted(tmp_path / "a", script, cwd=tmp_path, **env) as a,
+        mounted(tmp_path / "b", script, cwd=tmp_path, **env) as b,
+    ):
+        (a.motion / "projects" / "film").mkdir()
+        (a.motion / "projects" / "film" / "notes.txt").write_text("from host a\n")
+        deadline = time.monotonic() + 3
+        while not (b.motion / "projects" / "film" / "notes.txt").exists():
+            assert time.monotonic() < deadline, "host b does not see host a's file"
+            time.sleep(0.1)
+        assert (b.motion / "projects" / "film" / "notes.txt").read_text() == "from host a\n"
+        assert "this one and 1 more" in b.sh("motionfs status")
 
 
 def test_readme_memory_example(tmp_path: Path) -> None:
