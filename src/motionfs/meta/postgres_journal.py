@@ -61,6 +61,7 @@ class PgJournal:
 
     _touched: set[str]  # namespaces whose journal moved lately (here or on another host)
     notes: ChangeNotes  # what the open write group changed, for the other hosts
+    locked_namespaces: set[str]  # namespaces whose journal lock the open group holds
     me: str  # this host's session id
 
     @property
@@ -76,11 +77,17 @@ class PgJournal:
         path2: str | None = None,
         durable: bool = False,
     ) -> int:
-        self.db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id))
+        values: tuple[object, ...] = (ns_id, op, ino, path, path2, durable, self.me)
+        if ns_id in self.locked_namespaces:
+            rows = "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        else:  # the lock first: a FROM item is read before any row is made
+            rows = "SELECT %s, %s, %s, %s, %s, %s, %s FROM pg_advisory_xact_lock(%s, hashtext(%s))"
+            values += (NAMESPACE_LOCK, ns_id)
+            self.locked_namespaces.add(ns_id)
         row = self.db.execute(
-            "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-            (ns_id, op, ino, path, path2, durable, self.me),
+            f"INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) {rows} "
+            "RETURNING seq",
+            values,
         ).fetchone()
         assert row is not None
         self._touched.add(ns_id)
@@ -243,8 +250,9 @@ class PgJournal:
 
     def drop_puts(self, ino: int) -> bool:
         """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
-        self.db.execute("DELETE FROM parked WHERE ino=%s AND op='put'", (ino,))
         rows = self.db.execute(
-            "DELETE FROM journal WHERE ino=%s AND op='put' RETURNING durable", (ino,)
+            "WITH parked_puts AS (DELETE FROM parked WHERE ino=%(ino)s AND op='put') "
+            "DELETE FROM journal WHERE ino=%(ino)s AND op='put' RETURNING durable",
+            {"ino": ino},
         ).fetchall()
         return any(bool(d) for (d,) in rows)
