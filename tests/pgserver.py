@@ -157,12 +157,13 @@ class PgServer:
             raise
         self.started_in = time.monotonic() - t0
 
-    def stop(self) -> None:
-        """An outage: the server shuts down (what it committed stays on disk)."""
+    def stop(self, mode: str = "fast") -> None:
+        """An outage: the server shuts down ("immediate": as if it crashed, its
+        unflushed WAL is lost; "fast": a clean shutdown)."""
         assert self.root is not None
         self._run(
             str(self.bindir / "pg_ctl"),
-            *("-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"),
+            *("-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"),
         )
 
     def start(self) -> None:

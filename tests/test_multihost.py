@@ -20,6 +20,7 @@ import trio
 
 from harness import CTX, fs_error, project, read_file, rewrite, write_file
 from motionfs.daemon import Engine, MountOptions
+from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO
 from motionfs.meta.postgres_hosts import SESSION_TIMEOUT
 from s3server import S3Server
@@ -104,7 +105,7 @@ async def eventually(check: Callable[[], object], within: float = VISIBLE_WITHIN
         try:
             check()
             return
-        except (AssertionError, OSError):
+        except (AssertionError, OSError, FsError):
             if trio.current_time() >= deadline:
                 raise
         await trio.sleep(0.05)
@@ -342,3 +343,38 @@ def test_an_expired_host_s_open_unlinked_files_are_dropped_by_the_others(hosts: 
         assert b.index.get(f) is None
 
     hosts.run(on_b, "b")
+
+
+def test_a_crash_of_postgresql_keeps_what_fsync_covered(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """PostgreSQL crashes (immediate shutdown: its unflushed log is gone) right
+    after fsync returned: the fsynced file and everything before it is there
+    when it is back, for this host and a fresh one."""
+    from pgserver import PgServer
+
+    with PgServer() as server:
+        hosts = Hosts(tmp_path, server.create_database(), s3_server)
+        seen: dict[str, int] = {}
+
+        async def body(a: Engine) -> None:
+            p = await project(a.drive)
+            f = await write_file(a.drive, p, b"f", b"fsynced before the crash")
+            fh = await a.drive.open(f, os.O_RDONLY)
+            await a.drive.fsync(fh)
+            await a.drive.release(fh)
+            seen.update(p=p, f=f)
+            await trio.to_thread.run_sync(server.stop, "immediate")
+            await trio.to_thread.run_sync(server.start)
+            # The daemon connects again by itself (its listener saw the server go).
+            await eventually(lambda: lookup(a, p, b"f"), within=10)
+            assert lookup(a, p, b"f") == f
+            assert await read_file(a.drive, f) == b"fsynced before the crash"
+
+        hosts.run(body, "a")
+
+        async def fresh(b: Engine) -> None:
+            assert lookup(b, seen["p"], b"f") == seen["f"]
+            assert await read_file(b.drive, seen["f"]) == b"fsynced before the crash"
+
+        hosts.run(fresh, "b")

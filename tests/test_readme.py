@@ -207,9 +207,7 @@ def test_readme_s3_example(tmp_path: Path, s3_server: S3Server) -> None:
     assert "motion/store.json" in keys
 
 
-def test_readme_several_hosts_example(
-    tmp_path: Path, s3_server: S3Server, pg_server: Any
-) -> None:
+def test_readme_several_hosts_example(tmp_path: Path, s3_server: S3Server, pg_server: Any) -> None:
     """The several-hosts block as written, by two users' homes (two hosts: each
     has its own default index folder) on the test S3 and PostgreSQL servers."""
     s3_server.client().create_bucket(Bucket="studio")

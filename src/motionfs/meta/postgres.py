@@ -246,6 +246,7 @@ class PgIndex(PgJournal):
         self.locked_namespaces: set[str] = set()  # journal locks the open group holds
         self._db = _connect(self._conninfo, self.schema, readonly)
         self._listener: Listener | None = None
+        self._db_epoch = 0  # the listener's epoch when the connection was made
         try:
             self._check_server()
             if readonly:
@@ -263,7 +264,12 @@ class PgIndex(PgJournal):
 
     @property
     def db(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The connection; a lost one is made again here (outside a write group)."""
+        """The connection; a lost one is made again here (outside a write group),
+        also one made before the listener saw the server go away and come back."""
+        lost = self._listener is not None and self._listener.epoch != self._db_epoch
+        if lost and not self._depth:
+            self._db_epoch = self._listener.epoch if self._listener is not None else 0
+            self._db.close()
         if self._db.closed or self._db.broken:
             if self._depth:
                 raise FsError(errno.EIO, f"lost the connection to {self.url}")
@@ -428,11 +434,15 @@ class PgIndex(PgJournal):
 
     def sync(self) -> None:
         """Wait until every commit so far is on the server's disk: a commit that
-        waits for its own WAL flush (it has a transaction id, so it writes a
-        commit record) covers every commit before it."""
+        waits for its own log flush covers every commit before it (it must
+        write to the log: a transaction that wrote nothing commits without
+        waiting)."""
         with self.transaction():
             self.db.execute("SET LOCAL synchronous_commit = on")
-            self.db.execute("SELECT txid_current()")
+            self.db.execute(
+                "INSERT INTO meta(key, value) VALUES ('synced_at', now()::text) "
+                "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value"
+            )
 
     def checkpoint_catalog(self) -> CheckpointCatalog:
         """The checkpoint records, in this schema and its transactions."""

@@ -130,6 +130,9 @@ class Listener:
         self.channel = channel
         self.me = me
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
+        # Grows each time the listener is connected again after losing the
+        # server: connections made before may be dead without knowing it yet.
+        self.epoch = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="motionfs-listen", daemon=True)
@@ -146,6 +149,7 @@ class Listener:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self._ready.set()
                     if missed:  # notices may have gone by meanwhile
+                        self.epoch += 1
                         self.inbox.append({"a": True})
                         missed = False
                     while not self._stop.is_set():
