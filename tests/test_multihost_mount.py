@@ -23,7 +23,7 @@ import pytest
 
 from helpers import pattern, snapshot, write_file
 from s3server import AWS_ENV, S3Server
-from test_cli import Cli
+from test_cli import Cli, assert_refused
 
 pytestmark = pytest.mark.mount
 
@@ -244,3 +244,13 @@ def test_status_lists_the_other_hosts(two: TwoHosts) -> None:
     text = two.run("status").stdout
     assert "hosts:   this one and 1 more" in text, text
     assert f"{two.b.resolve()}: up" in text, text
+
+
+def test_fsck_refuses_while_other_hosts_serve_the_store(two: TwoHosts) -> None:
+    """fsck from a third host's folder: the store is mounted elsewhere, so it refuses
+    (naming the hosts); --dry-run reads it."""
+    third = ("--index", str(two.tmp / "index-c"))
+    done = two.run("fsck", *two.store, *two.endpoint, *third, "--meta", two.url)
+    assert_refused(done, "other hosts serve this store", str(two.a.resolve()))
+    done = two.run("fsck", "--dry-run", *two.store, *two.endpoint, *third, "--meta", two.url)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -566,6 +566,20 @@ class Fsck:
         return self.tree.drive_path(node.ino)
 
 
+def refuse_while_other_hosts_serve(index: MetaEngine) -> None:
+    """A shared index that other hosts serve is mounted, wherever they are."""
+    hosts = index.hosts()
+    if hosts is None:
+        return
+    live = [s for s in hosts.all() if s.alive and s.sid != hosts.me]
+    if live:
+        names = ", ".join(f"{s.host} (pid {s.pid}, {s.mountpoint})" for s in live)
+        raise SetupError(
+            f"other hosts serve this store: {names} (fsck refuses a mounted store; "
+            "--dry-run only reads)"
+        )
+
+
 def check(
     opts: MountOptions,
     full: bool = False,
@@ -614,6 +628,8 @@ def check(
         # A dry run may read a store a daemon serves (it changes nothing).
         daemon = Daemon(opts, check_store=False, exclusive=not dry_run)
         try:
+            if not dry_run:
+                refuse_while_other_hosts_serve(daemon.index)
             try:
                 daemon.bridge.run(daemon.storage.start)
             except StoreUnavailable as e:
