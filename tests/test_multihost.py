@@ -378,3 +378,34 @@ def test_a_crash_of_postgresql_keeps_what_fsync_covered(
             assert await read_file(b.drive, seen["f"]) == b"fsynced before the crash"
 
         hosts.run(fresh, "b")
+
+
+def test_the_python_api_on_two_hosts(hosts: Hosts) -> None:
+    """ArtifactStorageManager with meta_url on two index folders at once (two
+    hosts): what one creates, the other lists and reads."""
+    import asyncio
+
+    from motionfs import ArtifactStorageManager, ProviderType
+
+    def manager(name: str) -> ArtifactStorageManager:
+        bucket, prefix = hosts.remote.removeprefix("s3://").split("/", 1)
+        config = {
+            "bucket_name": bucket,
+            "prefix": prefix,
+            "endpoint_url": hosts.s3.endpoint,
+            "index": str(hosts.tmp_path / f"api-{name}"),
+            "meta_url": hosts.meta_url,
+        }
+        return ArtifactStorageManager(ProviderType.S3, config, user_id="alice")
+
+    async def main() -> None:
+        async with manager("a") as a, manager("b") as b:
+            project = await a.create_project("film", theme="tech", fps=25, width=64, height=48)
+            ns = project.namespace_info.namespace_id
+            render = await a.store_render(ns, b"frames", "mp4", "64x48", 25, 1.0)
+            names = [p.metadata.project_name for p in await b.list_projects()]
+            assert names == ["film"]
+            got = await b.read_render_data(render.namespace_info.namespace_id)
+            assert got == b"frames"
+
+    asyncio.run(main())

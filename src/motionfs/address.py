@@ -169,3 +169,18 @@ def _only(config: dict[str, Any], allowed: set[str], provider_type: ProviderType
             f"unknown provider_config keys for {provider_type.value}: {', '.join(unknown)} "
             f"(known: {', '.join(sorted(allowed))})"
         )
+
+
+def check_meta(meta: str | None, address: StoreAddress) -> str | None:
+    """The --meta URL, refused in one line (SetupError) when it cannot be one."""
+    if meta is None:
+        return None
+    if address.memory:
+        raise SetupError("--meta is not for a memory:// store (its index ends with the mount)")
+    from motionfs.meta.postgres import redact, split_url  # only when a URL is given
+
+    try:
+        split_url(meta)
+    except ValueError as e:
+        raise SetupError(f"--meta {redact(meta)}: {e}") from None
+    return meta

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import click
 
 from motionfs import __version__, control, daemon, fsck
-from motionfs.address import MEMORY, StoreAddress
+from motionfs.address import MEMORY, StoreAddress, check_meta
 from motionfs.errors import SetupError
 from motionfs.meta import open_engine, redact
 from motionfs.meta.engine import MetaEngine
@@ -56,21 +56,6 @@ def meta_option(command: Callable[..., None]) -> Callable[..., None]:
         "(password from PGPASSWORD or ~/.pgpass, or in the URL). Default: SQLite, in the "
         "store's folder or --index.",
     )(command)
-
-
-def check_meta(meta: str | None, address: StoreAddress) -> str | None:
-    """The --meta URL, refused in one line (SetupError) when it cannot be one."""
-    if meta is None:
-        return None
-    if address.memory:
-        raise SetupError("--meta is not for a memory:// store (its index ends with the mount)")
-    from motionfs.meta.postgres import split_url
-
-    try:
-        split_url(meta)
-    except ValueError as e:
-        raise SetupError(f"--meta {redact(meta)}: {e}") from None
-    return meta
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,9 +28,18 @@ import trio
 from chuk_virtual_fs import AsyncVirtualFileSystem
 
 from motionfs import control
-from motionfs.address import StoreAddress
-from motionfs.daemon import Daemon, MountOptions, lock_store, release_store, remove_memory_store
+from motionfs.address import StoreAddress, check_meta
+from motionfs.daemon import (
+    INDEX_FILE,
+    PG_INDEX_FILE,
+    Daemon,
+    MountOptions,
+    lock_store,
+    release_store,
+    remove_memory_store,
+)
 from motionfs.errors import SetupError
+from motionfs.meta import open_engine
 from motionfs.motion.models import (
     AssetInfo,
     CheckpointInfo,
@@ -45,11 +54,13 @@ from motionfs.motion.models import (
 class _Engine:
     """The daemon's services without a mount, on a thread of their own."""
 
-    def __init__(self, address: StoreAddress, user: str) -> None:
+    def __init__(self, address: StoreAddress, user: str, meta_url: str | None) -> None:
         store = address.local
         store.mkdir(parents=True, exist_ok=True)
         self.lock_fd = lock_store(store)
-        opts = MountOptions(mountpoint=store, **address.mount_fields(), user=user)
+        opts = MountOptions(
+            mountpoint=store, **address.mount_fields(), meta_url=meta_url, user=user
+        )
         self.daemon = Daemon(opts)
         self.daemon.prepare()
         self._stop: trio.Event | None = None
@@ -87,9 +98,13 @@ class ArtifactStorageManager:
         *,
         store: str | Path | None = None,
         user_id: str | None = None,
+        meta_url: str | None = None,
     ) -> None:
+        config = dict(provider_config or {})
+        meta_url = meta_url or config.pop("meta_url", None)
         try:
-            self.address = StoreAddress.from_seed(provider_type, provider_config or {}, store)
+            self.address = StoreAddress.from_seed(provider_type, config, store)
+            self.meta_url = check_meta(meta_url, self.address)
         except SetupError as e:
             raise ValueError(str(e)) from e
         self.provider_type = provider_type
@@ -106,7 +121,9 @@ class ArtifactStorageManager:
         try:
             await self._call("list_projects", scope=None)
         except control.ControlError:
-            self._engine = await asyncio.to_thread(_Engine, self.address, self.user_id)
+            self._engine = await asyncio.to_thread(
+                _Engine, self.address, self.user_id, self.meta_url
+            )
         self._initialized = True
 
     async def cleanup(self) -> None:
@@ -179,11 +196,14 @@ class ArtifactStorageManager:
         show them. Write through the mount (or store renders/assets here).
         """
         if namespace_id not in self._vfs:
-            from motionfs.meta.sqlite import Index
             from motionfs.store.s3 import S3Settings
             from motionfs.store.storage import Storage
 
-            index = Index.open_readonly(self.store / "index.sqlite")
+            index = (
+                open_engine(self.store / PG_INDEX_FILE, readonly=True, url=self.meta_url)
+                if self.meta_url is not None
+                else open_engine(self.store / INDEX_FILE, readonly=True)
+            )
             try:
                 record = index.namespace(namespace_id)
                 s3_url, endpoint = index.get_meta("s3_url"), index.get_meta("s3_endpoint")
