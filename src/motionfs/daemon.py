@@ -592,14 +592,20 @@ class Daemon(Engine):
                 lazy.unlink(missing_ok=True)
                 log.info(
                     "lazy unmount: %d store operations left for the next mount",
-                    self.index.pending_count(),
+                    self.index.pending_count(owner=self.journal.me),
                 )
             else:
-                log.info("flushing %d pending store operations", self.index.pending_count())
+                log.info(
+                    "flushing %d pending store operations",
+                    self.index.pending_count(owner=self.journal.me),
+                )
                 with self._draining:
                     await self.journal.drain_all()
                 if self._draining.cancelled_caught:
-                    log.info("signal: %d store operations left", self.index.pending_count())
+                    log.info(
+                        "signal: %d store operations left",
+                        self.index.pending_count(owner=self.journal.me),
+                    )
             nursery.cancel_scope.cancel()
 
     async def serve(self, ready_fd: int | None) -> None:

@@ -82,6 +82,7 @@ from motionfs.meta.postgres_hosts import (
     PgHosts,
     channel_of,
     host_id,
+    read_host_id,
 )
 from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, PgJournal
 from motionfs.meta.records import Inode, NamespaceRecord
@@ -251,7 +252,9 @@ class PgIndex(PgJournal):
             self._check_server()
             if readonly:
                 self._check_version(self._found_version())
-                self.me = "status-" + uuid.uuid4().hex
+                # The host whose folder this is, when it has been one (status
+                # reports that host's queue); nothing is written here.
+                self.me = read_host_id(path.parent) or "status-" + uuid.uuid4().hex
             else:
                 self._migrate()
                 self._write_marker()

@@ -71,6 +71,14 @@ SELECT setval('content_gens', (SELECT coalesce(max(content_gen), 0) + 1 FROM ino
 """
 
 
+def read_host_id(folder: Path) -> str | None:
+    """The folder's host id, if it has one (nothing is made)."""
+    try:
+        return (folder / HOST_ID_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def host_id(folder: Path) -> str:
     """This index folder's host id, made once (the folder holds this host's cache)."""
     path = folder / HOST_ID_FILE
@@ -283,4 +291,5 @@ __all__ = [
     "PgHosts",
     "channel_of",
     "host_id",
+    "read_host_id",
 ]

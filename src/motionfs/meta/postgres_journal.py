@@ -204,12 +204,15 @@ class PgJournal:
         return int(row[0] or 0)
 
     def pending_report(self) -> tuple[int, int, str | None]:
-        """(entries, bytes of pending uploads, the latest failure) for status."""
+        """(entries, bytes of pending uploads, the latest failure) for status:
+        this host's (its host id), which is what its daemon has to do."""
         row = self.db.execute(
             "SELECT count(*), coalesce(sum(CASE WHEN j.op='put' THEN i.size END), 0), "
             "(SELECT last_error FROM journal WHERE last_error IS NOT NULL "
-            " ORDER BY attempts DESC, seq LIMIT 1) "
-            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino"
+            " AND (owner=%(me)s OR owner IS NULL) ORDER BY attempts DESC, seq LIMIT 1) "
+            "FROM journal j LEFT JOIN inodes i ON i.ino = j.ino "
+            "WHERE j.owner=%(me)s OR j.owner IS NULL",
+            {"me": self.me},
         ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), None if row[2] is None else str(row[2])
