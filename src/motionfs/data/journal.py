@@ -234,22 +234,26 @@ class Journal:
         results: list[bool] = []
         error: Exception | None = None
         try:
-            deadline = time.perf_counter() + INLINE_SLICE
-            for e in entries:
-                if not e.durable and time.perf_counter() >= deadline:
-                    break  # the rest after the FUSE loop had its turn
-                try:
-                    src = self._open_source(e) if Op(e.op) is Op.PUT else None
-                    sources.append(src)
-                    change = _change(e, src)
-                    if change is not None and e.durable:
-                        await trio.to_thread.run_sync(tree.apply, change)
-                    elif change is not None:
-                        tree.apply(change)
-                    results.append(isinstance(change, Put))  # stored content
-                except Exception as exc:
-                    error = exc
-                    break
+            with tree.batch() as run:  # the run's folders stay open until it ends
+                deadline = time.perf_counter() + INLINE_SLICE
+                for e in entries:
+                    if time.perf_counter() >= deadline:
+                        # The FUSE loop has its turn, then the run goes on: what
+                        # was fetched stays a prefix of the queue, in order.
+                        await trio.lowlevel.checkpoint()
+                        deadline = time.perf_counter() + INLINE_SLICE
+                    try:
+                        src = self._open_source(e) if Op(e.op) is Op.PUT else None
+                        sources.append(src)
+                        change = _change(e, src)
+                        if change is not None and e.durable:
+                            await trio.to_thread.run_sync(run.apply, change)
+                        elif change is not None:
+                            run.apply(change)
+                        results.append(isinstance(change, Put))  # stored content
+                    except Exception as exc:
+                        error = exc
+                        break
         finally:
             for src in sources:
                 if src is not None:
