@@ -12,9 +12,11 @@ import stat
 from pathlib import Path
 
 import pytest
+import trio
 
 from harness import CTX, Harness, ns_of, project, read_file, write_file
 from motionfs.daemon import Engine
+from motionfs.data import journal as journal_module
 from motionfs.errors import FsError
 from motionfs.layout import ROOT_INO
 from motionfs.store.names import BLOB_DATA_PATH, MOTION_METADATA_PATH
@@ -364,3 +366,100 @@ def test_deleted_files_leave_nothing_in_the_cache(h: Harness) -> None:
         assert tree.index.get(ino) is None
 
     h.run(body)
+
+
+async def store_has(h: Harness, e: Engine, ns: str, path: str, want: bytes) -> bool:
+    """Whether the store comes to hold `want` at `path` within a minute (polled)."""
+    with trio.move_on_after(60):
+        while h.store_bytes(e, ns, path) != want:
+            await trio.sleep(0.05)
+        return True
+    return False
+
+
+def test_a_new_file_still_open_reaches_the_store_with_its_content(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The empty upload a create journals waits for the close, which replaces
+    it: an editor's temp file is not first made empty in the store."""
+    monkeypatch.setattr(journal_module, "HOLD_MAX", 600.0)
+
+    async def body(e: Engine) -> None:
+        tree, drive = e.tree, e.drive
+        p = await project(drive)
+        await tree.journal.drain_all()
+        ns = ns_of(drive, p)
+        fh, _inode = await drive.create(p, b"tmp", 0o644, os.O_WRONLY, CTX)
+        await trio.sleep(0.3)  # the journal's turns: the put is held, not applied
+        assert h.store_bytes(e, ns, "/tmp") is None
+        await drive.write(fh, 0, b"saved")
+        await drive.flush(fh)
+        await drive.release(fh)
+        await tree.journal.drain_all()
+        assert h.store_bytes(e, ns, "/tmp") == b"saved"
+
+    h.run(body)
+
+
+def test_a_held_upload_waits_no_longer_than_its_bound(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new file kept open and empty reaches the store once HOLD_MAX has passed."""
+    monkeypatch.setattr(journal_module, "HOLD_MAX", 0.2)
+
+    async def body(e: Engine) -> None:
+        drive = e.drive
+        p = await project(drive)
+        fh, _inode = await drive.create(p, b"lock", 0o644, os.O_WRONLY, CTX)
+        assert await store_has(h, e, ns_of(drive, p), "/lock", b"")
+        await drive.release(fh)
+
+    h.run(body)
+
+
+def test_a_held_upload_does_not_delay_an_fsync(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone waiting for the store (fsync of another file) ends the hold:
+    the queue is applied in order, the open empty file included."""
+    monkeypatch.setattr(journal_module, "HOLD_MAX", 600.0)
+
+    async def body(e: Engine) -> None:
+        drive = e.drive
+        p = await project(drive)
+        held, _a = await drive.create(p, b"a", 0o644, os.O_WRONLY, CTX)
+        await trio.sleep(0.2)
+        fh, _b = await drive.create(p, b"b", 0o644, os.O_WRONLY, CTX)
+        await drive.write(fh, 0, b"bee")
+        with trio.move_on_after(120) as scope:
+            await drive.fsync(fh)
+        assert not scope.cancelled_caught
+        ns = ns_of(drive, p)
+        assert h.store_bytes(e, ns, "/a") == b""
+        assert h.store_bytes(e, ns, "/b") == b"bee"
+        await drive.release(fh)
+        await drive.release(held)
+
+    h.run(body)
+
+
+def test_a_held_upload_survives_a_crash(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 while a new file is open and its upload held: the create returned,
+    so the file is there after the restart, in the index and in the store."""
+    monkeypatch.setattr(journal_module, "HOLD_MAX", 600.0)
+    found: dict[str, int] = {}
+
+    async def first(e: Engine) -> None:
+        p = await project(e.drive)
+        _fh, inode = await e.drive.create(p, b"open", 0o644, os.O_WRONLY, CTX)
+        await trio.sleep(0.2)
+        found["p"], found["ino"] = p, inode.ino
+        # no release, no drain: the daemon dies here
+
+    async def second(e: Engine) -> None:
+        await e.journal.drain_all()
+        drive = e.drive
+        assert drive.lookup(found["p"], b"open").ino == found["ino"]
+        assert drive.stat(found["ino"]).size == 0
+        assert h.store_bytes(e, ns_of(drive, found["p"]), "/open") == b""
+
+    h.run(first, drain=False)
+    h.run(second)

@@ -91,6 +91,8 @@ class Tree:
         self.content = Content(
             index, storage, bridge, journal, cache, space, config.io_timeout, names=self
         )
+        # A new file's empty upload may wait for its close, which supersedes it.
+        journal.still_open = self.content.is_open
         # Set by the FUSE layer: tell the kernel that cached data or names changed.
         self.notify_inode: Callable[[int], None] = lambda ino: None
         self.notify_entry: Callable[[int, bytes], None] = lambda parent, name: None

@@ -47,6 +47,8 @@ STILL_WORKING_POLL = 1.0  # seconds between looks at a slow store past the timeo
 BLOCKED_POLL = 2.0  # seconds between looks at a queue whose next entry is another host's
 BATCH = 64  # entries applied and recorded at once on a local disk
 INLINE_SLICE = 0.002  # seconds of local store work before the FUSE loop gets a turn
+HOLD_MAX = 1.0  # seconds a put of a new file still open may wait for its close...
+HOLD_POLL = 0.05  # ...looking again this often
 
 
 class Op(StrEnum):
@@ -121,6 +123,9 @@ class Journal:
         self._work_until = 0.0
         self._urgent = trio.Event()  # set while someone waits for the store
         self._rescan = True  # look at every namespace's entries, not just new ones
+        # Set by the tree: whether handles hold an inode open (see _hold).
+        self.still_open: Callable[[int], bool] = lambda ino: False
+        self._held: dict[str, tuple[int, float]] = {}  # ns_id -> (seq held back, since)
         # Several hosts: entries other hosts queued are theirs to apply (a put's
         # bytes are in their cache); a namespace whose next entry is one of
         # them waits here until its journal moves.
@@ -255,23 +260,31 @@ class Journal:
         sources: list[tuple[BinaryIO, int] | None] = []
         results: list[bool] = []
         error: Exception | None = None
+        held = False
         try:
-            deadline = time.perf_counter() + INLINE_SLICE
-            for e in entries:
-                if not e.durable and time.perf_counter() >= deadline:
-                    break  # the rest after the FUSE loop had its turn
-                try:
-                    src = self._open_source(e) if Op(e.op) is Op.PUT else None
-                    sources.append(src)
-                    change = _change(e, src)
-                    if change is not None and e.durable:
-                        await trio.to_thread.run_sync(tree.apply, change)
-                    elif change is not None:
-                        tree.apply(change)
-                    results.append(isinstance(change, Put))  # stored content
-                except Exception as exc:
-                    error = exc
-                    break
+            with tree.batch() as run:  # the run's folders stay open until it ends
+                deadline = time.perf_counter() + INLINE_SLICE
+                for e in entries:
+                    if self._hold(e):
+                        held = not results
+                        break  # the rest waits behind it, in order
+                    if time.perf_counter() >= deadline:
+                        # The FUSE loop has its turn, then the run goes on: what
+                        # was fetched stays a prefix of the queue, in order.
+                        await trio.lowlevel.checkpoint()
+                        deadline = time.perf_counter() + INLINE_SLICE
+                    try:
+                        src = self._open_source(e) if Op(e.op) is Op.PUT else None
+                        sources.append(src)
+                        change = _change(e, src)
+                        if change is not None and e.durable:
+                            await trio.to_thread.run_sync(run.apply, change)
+                        elif change is not None:
+                            run.apply(change)
+                        results.append(isinstance(change, Put))  # stored content
+                    except Exception as exc:
+                        error = exc
+                        break
         finally:
             for src in sources:
                 if src is not None:
@@ -288,8 +301,33 @@ class Journal:
             self.on_stored(ino)
         if error is not None:
             await self._failed(entries[len(results)], error)
+        elif held:  # nothing to do yet: look again soon, or once someone waits
+            with trio.move_on_after(HOLD_POLL):
+                await self._urgent.wait()
         else:
             await trio.lowlevel.checkpoint()
+
+    def _hold(self, e: JournalEntry) -> bool:
+        """Whether to leave a put of a new, still empty and still open file at
+        the head of its queue for now. Its close journals a put of the content
+        and drops this one; applying it first would make an empty store file
+        only to replace it a moment later (an editor's or rsync's temp file).
+        Never while someone waits for the store, and never for longer than
+        HOLD_MAX: a file held open stays empty in the store no longer than that.
+        The entry stays queued, so a crash meanwhile replays it."""
+        if e.durable or self._waiters or Op(e.op) is not Op.PUT or e.ino is None:
+            return False
+        if not self.still_open(e.ino):
+            return False
+        inode = self.index.get(e.ino)
+        if inode is None or inode.content_gen != 0:
+            return False
+        now = trio.current_time()
+        seq, since = self._held.get(e.ns_id, (e.seq, now))
+        if seq != e.seq:
+            since = now
+        self._held[e.ns_id] = (e.seq, since)
+        return now - since < HOLD_MAX
 
     def _finished(self, entries: list[JournalEntry]) -> None:
         if not entries:

@@ -88,6 +88,17 @@ class HostTree:
         """The host path of `path`, to look at (it may be longer than PATH_MAX)."""
         return self.root / path.lstrip("/")
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[HostTree]:
+        """The same tree for a run of changes on one thread at a time, keeping
+        the directories it walks open until the run ends (a change then costs
+        its own system calls, not a walk from the root)."""
+        run = HostBatch(self.root)
+        try:
+            yield run
+        finally:
+            run.close()
+
     # -- walking by file descriptor ------------------------------------------
 
     def _open_root(self, create: bool) -> int | None:
@@ -423,6 +434,80 @@ class HostTree:
             sha = file_sha256(f)
             self.put(path, f, durable, link=False)
         return sha
+
+
+class HostBatch(HostTree):
+    """A HostTree that keeps the directories it opened, by their names below the
+    root; a removal or a move forgets those at or below the paths it changed.
+    Not for concurrent use, and only for as long as nothing else changes the
+    tree's folders (one run of the journal, which alone writes there)."""
+
+    MAX_OPEN = 256  # directories kept open at once
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._dirs: dict[tuple[str, ...], int] = {}
+
+    def close(self) -> None:
+        dirs, self._dirs = self._dirs, {}
+        for fd in dirs.values():
+            os.close(fd)
+
+    def _forget(self, path: str) -> None:
+        """Close the kept directories at or below `path` (it was removed or moved)."""
+        names = tuple(parts(path))
+        n = len(names)
+        for key in [k for k in self._dirs if k[:n] == names]:
+            os.close(self._dirs.pop(key))
+
+    def _kept_dir(self, names: list[str], create: bool) -> int | None:
+        """A kept fd of root/names..., opened from its nearest kept ancestor."""
+        key = tuple(names)
+        fd = self._dirs.get(key)
+        if fd is not None:
+            return fd
+        if len(self._dirs) >= self.MAX_OPEN:
+            self.close()
+        depth = len(key)
+        while depth and key[:depth] not in self._dirs:
+            depth -= 1
+        if depth == 0 and () not in self._dirs:
+            root = self._open_root(create)
+            if root is None:
+                return None
+            self._dirs[()] = root
+        fd = self._dirs[key[:depth]]
+        for i in range(depth, len(key)):
+            sub = open_subdir(fd, key[i], create)
+            if sub is None:
+                return None
+            fd = self._dirs[key[: i + 1]] = sub
+        return fd
+
+    @contextlib.contextmanager
+    def _parent(self, path: str, create: bool = False) -> Iterator[tuple[int, str] | None]:
+        names = parts(path)
+        if not names:
+            raise IsADirectoryError(errno.EISDIR, "the namespace root is a directory", path)
+        fd = self._kept_dir(names[:-1], create)
+        yield None if fd is None else (fd, names[-1])
+
+    def mkdirs(self, path: str) -> None:
+        fd = self._kept_dir(parts(path), create=True)
+        assert fd is not None
+
+    def remove(self, path: str) -> None:
+        try:
+            super().remove(path)
+        finally:
+            self._forget(path)
+
+    def move(self, src: str, dst: str) -> None:
+        try:
+            super().move(src, dst)
+        finally:
+            self._forget(src)
+            self._forget(dst)
 
 
 class HostBackend:
