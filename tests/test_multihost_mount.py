@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class TwoHosts(Cli):
         self.env.update(AWS_ENV)
         self.env["PGPASSWORD"] = pg.password  # for `status`, which keeps no password
         self.url = pg.create_database() + "?schema=drive"
-        self.store = ("--store", s3.store_url(f"two-{os.getpid()}-{id(self)}"))
+        self.store = ("--store", s3.store_url(f"two-{uuid.uuid4().hex[:12]}"))
         self.endpoint = ("--s3-endpoint", s3.endpoint)
         self.a = self.mountpoint("host-a")
         self.b = self.mountpoint("host-b")
