@@ -269,9 +269,9 @@ class PgIndex(PgJournal):
     def db(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The connection; a lost one is made again here (outside a write group),
         also one made before the listener saw the server go away and come back."""
-        lost = self._listener is not None and self._listener.epoch != self._db_epoch
-        if lost and not self._depth:
-            self._db_epoch = self._listener.epoch if self._listener is not None else 0
+        listener = self._listener
+        if listener is not None and listener.epoch != self._db_epoch and not self._depth:
+            self._db_epoch = listener.epoch
             self._db.close()
         if self._db.closed or self._db.broken:
             if self._depth:
