@@ -31,7 +31,7 @@ from motionfs.bridge import AsyncioBridge
 from motionfs.data.blocks import BLOCK as BLOCK_SIZE
 from motionfs.data.blocks import PartialContent
 from motionfs.data.cache import DataCache
-from motionfs.data.journal import Journal, Op
+from motionfs.data.journal import Journal
 from motionfs.data.space import SpaceGuard
 from motionfs.errors import FsError, StoreUnavailable
 from motionfs.meta.engine import MetaEngine
@@ -577,11 +577,9 @@ class Content:
                 )
                 if inode.nlink > 0 and inode.ns_id is not None:
                     # Earlier uploads of this file are superseded by this one.
-                    durable = self.index.drop_puts(of.ino) or durable
-                    for path in self.names.store_paths(inode):
-                        self.index.enqueue(
-                            inode.ns_id, Op.PUT.value, ino=of.ino, path=path, durable=durable
-                        )
+                    self.index.replace_puts(
+                        inode.ns_id, of.ino, self.names.store_paths(inode), durable
+                    )
             of.work = False
             self._page_gens[of.ino] = of.fd_gen  # the kernel saw these writes
             if old != of.fd_gen:

@@ -216,8 +216,9 @@ class MetaEngine(Protocol):
         path: str | None = None,
         path2: str | None = None,
         durable: bool = False,
-    ) -> int:
-        """Queue a store operation; its seq."""
+    ) -> None:
+        """Queue a store operation (its seq is drawn when the group reaches the
+        engine's store, which may be at commit: next_ops reads it back)."""
         ...
 
     def take_touched(self) -> set[str]:
@@ -289,6 +290,11 @@ class MetaEngine(Protocol):
 
     def drop_puts(self, ino: int) -> bool:
         """Drop pending uploads of `ino`; True if one of them was durable (fsync)."""
+        ...
+
+    def replace_puts(self, ns_id: str, ino: int, paths: list[str], durable: bool) -> None:
+        """Supersede the pending uploads of `ino` by uploads to `paths` (new
+        content), durable if this one or one it replaces was."""
         ...
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -11,6 +11,14 @@ How it keeps the contract:
 * Atomicity: one connection in autocommit mode (a read outside a transaction
   sees committed state); `transaction()` is one BEGIN..COMMIT, nested blocks
   join it, an exception rolls the whole group back.
+* Round trips: every statement is a round trip to the server, the cost of a
+  change. Inside a write group, writes whose result nobody reads (`defer`)
+  are held and go with the next statement that needs an answer, or with the
+  COMMIT, as one multi-statement message: a create or an unlink is one round
+  trip, not seven. Reads never miss a held write (the connection is only
+  reached through `db`, which sends them first). New inode numbers come in
+  blocks from the sequence, so an insert needs no answer either. Lookups,
+  xattrs and inodes are cached and kept fresh by the other hosts' notices.
 * Durability, as the contract asks and as the SQLite engine gives it: a
   COMMIT is on the server once it returns, so it survives this daemon
   crashing, and every host sees it; the session runs with
@@ -49,6 +57,7 @@ lost fails with EIO).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -64,6 +73,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from motionfs.errors import FsError
 from motionfs.meta.engine import (
@@ -84,7 +94,7 @@ from motionfs.meta.postgres_hosts import (
     host_id,
     read_host_id,
 )
-from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, PgJournal
+from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, Params, PgJournal
 from motionfs.meta.records import Inode, NamespaceRecord
 
 log = logging.getLogger(__name__)
@@ -159,7 +169,11 @@ JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split("
 INODE_FIELDS_ORDER = tuple(Inode.model_fields)
 INODE_FIELDS = frozenset(INODE_FIELDS_ORDER)
 INODE_CACHE_MAX = 200_000  # as the SQLite engine: a hot lookup is a dict hit
+NUMBER_BLOCK = 64  # inode numbers or content generations taken from a sequence at a time
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server fails a call, never hangs it
+
+
+IDLE = TransactionStatus.IDLE
 
 
 def _inode(row: tuple[Any, ...]) -> Inode:
@@ -199,17 +213,35 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}{host}"))
 
 
-class _EioCursor(psycopg.Cursor[Any]):
+@contextmanager
+def _lost_is_eio(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A lost server is the caller's EIO, never a driver error: FUSE answers it,
     the daemon stays up, and the next call connects again."""
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        if not conn.broken and not conn.closed:
+            raise  # a statement's own failure (e.g. a full disk): the caller's
+        raise FsError(errno.EIO, f"the metadata server went away: {e}") from e
 
+
+class _EioCursor(psycopg.Cursor[Any]):
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _lost_is_eio(self.connection):
             return super().execute(*args, **kwargs)
-        except psycopg.OperationalError as e:
-            if not self.connection.broken and not self.connection.closed:
-                raise  # a statement's own failure (e.g. a full disk): the caller's
-            raise FsError(errno.EIO, f"the metadata server went away: {e}") from e
+
+
+class _BatchCursor(psycopg.ClientCursor[Any]):
+    """Sends held writes and a final statement as one message (parameters are
+    bound on this side, which is what lets a message hold several statements);
+    positioned on the last statement's result."""
+
+    def run(self, statements: list[str]) -> _BatchCursor:
+        with _lost_is_eio(self.connection):
+            self.execute("; ".join(statements).encode())
+            while self.nextset():
+                pass
+        return self
 
 
 def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Connection[Any]:
@@ -240,6 +272,14 @@ class PgIndex(PgJournal):
         self._depth = 0
         self._inodes: dict[int, Inode] = {}
         self._parents: dict[int, list[tuple[int, bytes]]] = {}
+        self._names: dict[tuple[int, bytes], int | None] = {}  # lookups, misses too
+        self._xattrs: dict[int, dict[bytes, bytes | None]] = {}  # per inode, misses too
+        self._bare: set[int] = set()  # inodes made here that have no xattrs yet
+        self._free_inos: list[int] = []  # taken from the sequences, not used yet
+        self._free_gens: list[int] = []
+        self._complete: set[int] = set()  # folders all of whose names _names holds
+        self._held: list[str] = []  # the open group's writes not sent yet (BEGIN first)
+        self.handed_out: dict[int, str] = {}
         self._touched: set[str] = set()
         self._dir_moves = 0
         self.on_full: Callable[[], None] = lambda: None
@@ -273,6 +313,8 @@ class PgIndex(PgJournal):
         if listener is not None and listener.epoch != self._db_epoch and not self._depth:
             self._db_epoch = listener.epoch
             self._db.close()
+        if self._held:  # whoever reads next must see the group's writes
+            self._send([])
         if self._db.closed or self._db.broken:
             if self._depth:
                 raise FsError(errno.EIO, f"lost the connection to {self.url}")
@@ -295,7 +337,37 @@ class PgIndex(PgJournal):
     def _drop_caches(self) -> None:
         self._inodes.clear()
         self._parents.clear()
+        self._names.clear()
+        self._complete.clear()
+        self._xattrs.clear()
+        self._bare.clear()
         self._dir_moves += 1
+
+    # -- round trips ------------------------------------------------------------
+
+    def defer(self, query: str, params: Params = ()) -> None:
+        """A write whose result nobody reads: held until the group next talks to
+        the server (outside a group it runs at once)."""
+        if not self._depth:
+            self.db.execute(query.encode(), params)
+            return
+        self._held.append(self._mogrify(query, params))
+
+    def _mogrify(self, query: str, params: Params) -> str:
+        return _BatchCursor(self._db).mogrify(query.encode(), params)
+
+    def _send(self, tail: list[str]) -> _BatchCursor:
+        """The held writes and `tail` in one message; the cursor of the last."""
+        statements, self._held = [*self._held, *tail], []
+        if self._db.closed or self._db.broken:
+            raise FsError(errno.EIO, f"lost the connection to {self.url}")
+        return _BatchCursor(self._db).run(statements)
+
+    def ask(self, query: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        """A statement whose result is read: in the same message as the held writes."""
+        if self._held:
+            return self._send([self._mogrify(query, params)])
+        return self.db.execute(query.encode(), params)
 
     def apply_notices(self) -> None:
         """Drop from the caches what other hosts changed (their NOTIFYs so far)."""
@@ -320,6 +392,11 @@ class PgIndex(PgJournal):
         for ino in changes.inodes:
             self._inodes.pop(ino, None)
             self._parents.pop(ino, None)
+            self._xattrs.pop(ino, None)
+            self._bare.discard(ino)
+        for key in changes.entries:
+            self._names.pop(key, None)
+            self._complete.discard(key[0])
         self._touched |= changes.namespaces
         self._hosts.note(changes)
 
@@ -401,7 +478,8 @@ class PgIndex(PgJournal):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """A write transaction; nested use joins the outer one."""
+        """A write transaction; nested use joins the outer one. Its BEGIN and
+        writes are held (`defer`) and sent with its first read or its COMMIT."""
         if self._depth:
             self._depth += 1
             try:
@@ -413,22 +491,32 @@ class PgIndex(PgJournal):
         self._depth = 1
         self.notes.clear()
         self.locked_namespaces.clear()
+        self._held = ["BEGIN"]
         try:
             try:
-                with db.transaction():
-                    yield
-                    if self.notes:  # delivered to the other hosts when this commits
-                        db.execute(
-                            "SELECT pg_notify(%s, %s)",
-                            (channel_of(self.schema), self.notes.payload(self.me)),
-                        )
+                yield
+                if self.notes:  # delivered to the other hosts when this commits
+                    self.defer(
+                        "SELECT pg_notify(%s, %s)",
+                        (channel_of(self.schema), self.notes.payload(self.me)),
+                    )
+                if self._held != ["BEGIN"]:  # nothing held and nothing sent: no trip
+                    self._send(["COMMIT"])
+                self._held = []
             except BaseException:
+                self._held = []
                 self._drop_caches()  # they may hold rolled-back changes
+                if not (db.broken or db.closed) and db.info.transaction_status != IDLE:
+                    with contextlib.suppress(psycopg.Error):
+                        db.execute("ROLLBACK")
                 raise
         except psycopg.errors.DiskFull as e:
             # The operation fails, not the daemon: its caller answers ENOSPC.
             self.on_full()
             raise FsError(errno.ENOSPC, "the index database's disk is full") from e
+        except psycopg.errors.UniqueViolation as e:
+            # Another host made the same name a moment ago (before its notice came).
+            raise FsError(errno.EEXIST, f"made meanwhile by another host: {e}") from e
         except psycopg.OperationalError as e:
             raise FsError(errno.EIO, f"the index at {self.url} failed: {e}") from e
         finally:
@@ -441,8 +529,8 @@ class PgIndex(PgJournal):
         write to the log: a transaction that wrote nothing commits without
         waiting)."""
         with self.transaction():
-            self.db.execute("SET LOCAL synchronous_commit = on")
-            self.db.execute(
+            self.defer("SET LOCAL synchronous_commit = on")
+            self.defer(
                 "INSERT INTO meta(key, value) VALUES ('synced_at', now()::text) "
                 "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value"
             )
@@ -545,7 +633,7 @@ class PgIndex(PgJournal):
         inode = self._inodes.get(ino)
         if inode is not None:
             return inode
-        row = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=%s", (ino,)).fetchone()
+        row = self.ask(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=%s", (ino,)).fetchone()
         if row is None:
             return None
         if len(self._inodes) >= INODE_CACHE_MAX:
@@ -563,30 +651,39 @@ class PgIndex(PgJournal):
 
     def create_inode(self, **fields: object) -> Inode:
         """A new inode from Inode fields; a new number unless `ino` is given."""
-        cols = self._columns(fields)
-        marks = ", ".join("%s" for _ in cols)
-        row = self.db.execute(
-            f"INSERT INTO inodes({', '.join(cols)}) VALUES ({marks}) RETURNING ino",
-            tuple(fields.values()),
-        ).fetchone()
-        assert row is not None
-        ino = int(row[0])
-        if "ino" in fields:  # the layout's fixed inodes: never hand this number out again
+        self._columns(fields)
+        given = "ino" in fields
+        row = {**fields} if given else {"ino": self._new_ino(), **fields}
+        marks = ", ".join("%s" for _ in row)
+        self.defer(f"INSERT INTO inodes({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
+        inode = Inode(**row)  # type: ignore[arg-type]
+        if given:  # the layout's fixed inodes: never hand this number out again
             self.db.execute(
                 "SELECT setval('inode_numbers', greatest(%s, "
                 "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM inode_numbers)))",
-                (ino,),
+                (inode.ino,),
             )
-            inode = self.get(ino)
-            assert inode is not None
-            return inode
-        inode = self._inodes[ino] = Inode(ino=ino, **fields)  # type: ignore[arg-type]
-        self._parents[ino] = []  # a new number: nothing links to it yet
+            found = self.get(inode.ino)
+            assert found is not None
+            return found
+        if len(self._bare) >= INODE_CACHE_MAX or len(self._complete) >= INODE_CACHE_MAX:
+            self._bare.clear()
+            self._complete.clear()
+        self._inodes[inode.ino] = inode
+        self._parents[inode.ino] = []  # a new number: nothing links to it yet
+        self._bare.add(inode.ino)  # nor has it xattrs
+        if inode.is_dir:
+            self._complete.add(inode.ino)  # nor names
         return inode
+
+    def _new_ino(self) -> int:
+        if not self._free_inos:
+            self._free_inos = self._numbers("inode_numbers")
+        return self._free_inos.pop()
 
     def update(self, ino: int, **fields: object) -> None:
         sets = ", ".join(f"{k}=%s" for k in self._columns(fields))
-        self.db.execute(f"UPDATE inodes SET {sets} WHERE ino=%s", (*fields.values(), ino))
+        self.defer(f"UPDATE inodes SET {sets} WHERE ino=%s", (*fields.values(), ino))
         self.notes.inodes.add(ino)
         cached = self._inodes.get(ino)
         if cached is not None:  # a new object: callers may hold the old one
@@ -594,22 +691,35 @@ class PgIndex(PgJournal):
 
     def delete_inode(self, ino: int) -> None:
         """Forget the inode and its xattrs."""
-        self.db.execute("DELETE FROM inodes WHERE ino=%s", (ino,))
-        self.db.execute("DELETE FROM xattrs WHERE ino=%s", (ino,))
-        self.db.execute("DELETE FROM held WHERE ino=%s", (ino,))
+        self.defer("DELETE FROM inodes WHERE ino=%s", (ino,))
+        self.defer("DELETE FROM xattrs WHERE ino=%s", (ino,))
+        self.defer("DELETE FROM held WHERE ino=%s", (ino,))
         self._inodes.pop(ino, None)
+        self._xattrs.pop(ino, None)
+        self._bare.discard(ino)
         self.notes.inodes.add(ino)
 
     def new_generation(self, ino: int, after: int) -> int:
-        """From one sequence for every host: no two hosts seal the same generation."""
-        row = self.db.execute("SELECT nextval('content_gens')").fetchone()
-        assert row is not None
-        gen = int(row[0])
-        if gen <= after:  # numbers given before the sequence existed (a migrated index)
-            row = self.db.execute("SELECT setval('content_gens', %s)", (after + 1,)).fetchone()
-            assert row is not None
-            gen = int(row[0])
-        return gen
+        """From one sequence for every host, a block at a time: no two hosts
+        seal the same generation."""
+        while self._free_gens and self._free_gens[-1] <= after:
+            self._free_gens.pop()  # another host's block was drawn after ours
+        if not self._free_gens:
+            self._free_gens = self._numbers("content_gens")
+            if self._free_gens[0] <= after:  # numbers given before the sequence (a migration)
+                self._free_gens = []
+                row = self.db.execute("SELECT setval('content_gens', %s)", (after + 1,)).fetchone()
+                assert row is not None
+                return int(row[0])
+        return self._free_gens.pop()
+
+    def _numbers(self, sequence: str) -> list[int]:
+        """NUMBER_BLOCK numbers from a sequence, the smallest last (one round
+        trip for a block; a crash skips the rest of it, which is harmless)."""
+        rows = self.ask(
+            f"SELECT nextval('{sequence}') FROM generate_series(1, %s)", (NUMBER_BLOCK,)
+        ).fetchall()
+        return sorted((int(r[0]) for r in rows), reverse=True)
 
     def _inodes_where(self, where: str, args: tuple[object, ...] = ()) -> list[Inode]:
         rows = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE {where}", args)
@@ -625,7 +735,7 @@ class PgIndex(PgJournal):
         )
 
     def hold(self, ino: int) -> None:
-        self.db.execute(
+        self.defer(
             "INSERT INTO held(ino, sid) VALUES (%s, %s) ON CONFLICT DO NOTHING", (ino, self.me)
         )
 
@@ -656,15 +766,27 @@ class PgIndex(PgJournal):
     # -- entries ------------------------------------------------------------------
 
     def lookup(self, parent: int, name: bytes) -> int | None:
-        row = self.db.execute(
-            "SELECT ino FROM entries WHERE parent=%s AND name=%s", (parent, name)
-        ).fetchone()
-        return None if row is None else int(row[0])
+        self.apply_notices()
+        key = (parent, name)
+        if key in self._names:
+            return self._names[key]
+        if parent in self._complete:
+            return None
+        row = self.ask("SELECT ino FROM entries WHERE parent=%s AND name=%s", key).fetchone()
+        self._make_room(1)
+        found = self._names[key] = None if row is None else int(row[0])
+        return found
+
+    def _make_room(self, names: int) -> None:
+        if len(self._names) + names >= INODE_CACHE_MAX:
+            self._names.clear()
+            self._complete.clear()
 
     def link(self, parent: int, name: bytes, ino: int) -> None:
-        self.db.execute(
+        self.defer(
             "INSERT INTO entries(parent, name, ino) VALUES (%s, %s, %s)", (parent, name, ino)
         )
+        self._names[(parent, name)] = ino
         links = self._parents.get(ino)
         if links is not None:  # a new list: callers may hold the old one
             self._parents[ino] = sorted([*links, (parent, name)])
@@ -672,16 +794,17 @@ class PgIndex(PgJournal):
         self.notes.entries.add((parent, name))
 
     def unlink(self, parent: int, name: bytes) -> None:
-        rows = self.db.execute(
-            "DELETE FROM entries WHERE parent=%s AND name=%s RETURNING ino", (parent, name)
-        ).fetchall()
-        for (ino,) in rows:
-            self._parents.pop(ino, None)
-            self.notes.inodes.add(ino)
-            self.notes.entries.add((parent, name))
-            node = self._inodes.get(ino)
-            if node is None or node.is_dir:
-                self._dir_moves += 1
+        ino = self.lookup(parent, name)
+        if ino is None:
+            return
+        self.defer("DELETE FROM entries WHERE parent=%s AND name=%s", (parent, name))
+        self._names[(parent, name)] = None
+        self._parents.pop(ino, None)
+        self.notes.inodes.add(ino)
+        self.notes.entries.add((parent, name))
+        node = self._inodes.get(ino)
+        if node is None or node.is_dir:
+            self._dir_moves += 1
 
     def _links(
         self, where: str, args: tuple[object, ...], order: str = ""
@@ -696,10 +819,16 @@ class PgIndex(PgJournal):
 
     def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
         """A directory's entries with their inodes, in name order."""
-        return [
+        found = [
             (name, node)
             for _p, name, node in self._links("e.parent=%s", (parent,), "ORDER BY e.name")
         ]
+        self._make_room(len(found))
+        for name, node in found:  # a listing's lookups and getattrs need no trip
+            self._names[(parent, name)] = node.ino
+            self._inodes.setdefault(node.ino, node)
+        self._complete.add(parent)  # and a miss in it neither
+        return found
 
     def links_of_namespace(self, ns_id: str) -> list[tuple[int, bytes, Inode]]:
         """(parent, name, inode) of the folder or files whose own namespace this is."""
@@ -718,7 +847,7 @@ class PgIndex(PgJournal):
         self.apply_notices()
         links = self._parents.get(ino)
         if links is None:
-            rows = self.db.execute(
+            rows = self.ask(
                 "SELECT parent, name FROM entries WHERE ino=%s ORDER BY parent, name", (ino,)
             ).fetchall()
             if len(self._parents) >= INODE_CACHE_MAX:
@@ -729,21 +858,38 @@ class PgIndex(PgJournal):
     # -- xattrs -------------------------------------------------------------------
 
     def get_xattr(self, ino: int, name: bytes) -> bytes | None:
-        row = self.db.execute(
-            "SELECT value FROM xattrs WHERE ino=%s AND name=%s", (ino, name)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
+        """A value; misses are cached too (the kernel asks for security.capability
+        before every write)."""
+        self.apply_notices()
+        if ino in self._bare:
+            return None
+        known = self._xattrs.get(ino)
+        if known is not None and name in known:
+            return known[name]
+        row = self.ask("SELECT value FROM xattrs WHERE ino=%s AND name=%s", (ino, name)).fetchone()
+        value = None if row is None else bytes(row[0])
+        self._remember_xattr(ino, name, value)
+        return value
+
+    def _remember_xattr(self, ino: int, name: bytes, value: bytes | None) -> None:
+        if len(self._xattrs) >= INODE_CACHE_MAX:
+            self._xattrs.clear()
+        self._xattrs.setdefault(ino, {})[name] = value
 
     def set_xattr(self, ino: int, name: bytes, value: bytes) -> None:
         self.notes.inodes.add(ino)
-        self.db.execute(
+        self.defer(
             "INSERT INTO xattrs(ino, name, value) VALUES (%s, %s, %s) "
             "ON CONFLICT (ino, name) DO UPDATE SET value=EXCLUDED.value",
             (ino, name, value),
         )
+        self._bare.discard(ino)
+        self._remember_xattr(ino, name, value)
 
     def remove_xattr(self, ino: int, name: bytes) -> bool:
         """Whether there was one to remove."""
+        self.notes.inodes.add(ino)
+        self._xattrs.pop(ino, None)
         cur = self.db.execute("DELETE FROM xattrs WHERE ino=%s AND name=%s", (ino, name))
         return cur.rowcount > 0
 

@@ -50,6 +50,7 @@ CREATE TABLE parked (              -- store operations that failed for good
 );
 """
 
+Params = tuple[object, ...] | dict[str, object]
 ENTRY_COLUMNS = "seq, ns_id, op, ino, path, path2, durable, attempts, last_error, owner"
 # The first half of the advisory lock each enqueue holds on its namespace.
 NAMESPACE_LOCK = 0x6A726E6C  # "jrnl"
@@ -63,10 +64,19 @@ class PgJournal:
     notes: ChangeNotes  # what the open write group changed, for the other hosts
     locked_namespaces: set[str]  # namespaces whose journal lock the open group holds
     me: str  # this host's session id
+    # seq -> namespace of the entries next_ops returned, so that finishing one
+    # needs no answer from the server.
+    handed_out: dict[int, str]
 
     @property
     def db(self) -> psycopg.Connection[tuple[Any, ...]]:
         raise NotImplementedError  # PgIndex's connection
+
+    def defer(self, query: str, params: Params = ()) -> None:
+        raise NotImplementedError  # PgIndex's: sent with the group's next trip
+
+    def ask(self, query: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        raise NotImplementedError  # PgIndex's: a statement whose answer is read
 
     def enqueue(
         self,
@@ -76,23 +86,42 @@ class PgJournal:
         path: str | None = None,
         path2: str | None = None,
         durable: bool = False,
-    ) -> int:
-        values: tuple[object, ...] = (ns_id, op, ino, path, path2, durable, self.me)
+    ) -> None:
+        lock, lock_args = self._lock(ns_id)
+        self.defer(
+            "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
+            f"SELECT %s, %s, %s, %s, %s, %s, %s {'FROM ' + lock if lock else ''}",
+            (ns_id, op, ino, path, path2, durable, self.me, *lock_args),
+        )
+        self._queued(ns_id)
+
+    def replace_puts(self, ns_id: str, ino: int, paths: list[str], durable: bool) -> None:
+        """Drop the pending uploads of `ino` and queue uploads to `paths`, durable
+        if this one or a dropped one was: one statement, sent with the group."""
+        lock, lock_args = self._lock(ns_id)
+        self.defer(
+            "WITH gone AS (DELETE FROM journal WHERE ino=%s AND op='put' RETURNING durable), "
+            "gone_parked AS (DELETE FROM parked WHERE ino=%s AND op='put') "
+            "INSERT INTO journal(ns_id, op, ino, path, durable, owner) "
+            "SELECT %s, 'put', %s, u.p, %s OR coalesce((SELECT bool_or(durable) FROM gone), "
+            f"false), %s FROM {lock + ', ' if lock else ''}"
+            "unnest(%s::text[]) WITH ORDINALITY AS u(p, n) ORDER BY u.n",
+            (ino, ino, ns_id, ino, durable, self.me, *lock_args, paths),
+        )
+        self._queued(ns_id)
+
+    def _lock(self, ns_id: str) -> tuple[str, tuple[object, ...]]:
+        """The FROM item that takes the namespace's journal lock, once per group
+        (held until it commits). A FROM item is read before any row is made, so
+        every seq of the insert is drawn under the lock."""
         if ns_id in self.locked_namespaces:
-            rows = "VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        else:  # the lock first: a FROM item is read before any row is made
-            rows = "SELECT %s, %s, %s, %s, %s, %s, %s FROM pg_advisory_xact_lock(%s, hashtext(%s))"
-            values += (NAMESPACE_LOCK, ns_id)
-            self.locked_namespaces.add(ns_id)
-        row = self.db.execute(
-            f"INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) {rows} "
-            "RETURNING seq",
-            values,
-        ).fetchone()
-        assert row is not None
+            return "", ()
+        self.locked_namespaces.add(ns_id)
+        return "pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id)
+
+    def _queued(self, ns_id: str) -> None:
         self._touched.add(ns_id)
         self.notes.namespaces.add(ns_id)
-        return int(row[0])
 
     def take_touched(self) -> set[str]:
         """Namespaces that got journal entries since the last call."""
@@ -106,14 +135,23 @@ class PgJournal:
 
     def next_ops(self, ns_id: str, limit: int) -> list[JournalEntry]:
         """The namespace's first `limit` pending entries, in order."""
-        return self._entries("journal", "ns_id=%s ORDER BY seq LIMIT %s", (ns_id, limit))
+        found = self._entries("journal", "ns_id=%s ORDER BY seq LIMIT %s", (ns_id, limit))
+        if len(self.handed_out) > 100_000:
+            self.handed_out.clear()
+        self.handed_out.update((e.seq, e.ns_id) for e in found)
+        return found
 
     def finish_op(self, seq: int) -> None:
-        rows = self.db.execute("DELETE FROM journal WHERE seq=%s RETURNING ns_id", (seq,))
-        self.notes.namespaces.update(str(r[0]) for r in rows)
+        ns_id = self.handed_out.pop(seq, None)
+        if ns_id is None:  # not handed out here: which namespace it was is the answer
+            rows = self.ask("DELETE FROM journal WHERE seq=%s RETURNING ns_id", (seq,))
+            self.notes.namespaces.update(str(r[0]) for r in rows)
+            return
+        self.defer("DELETE FROM journal WHERE seq=%s", (seq,))
+        self.notes.namespaces.add(ns_id)
 
     def fail_op(self, seq: int, error: str) -> None:
-        self.db.execute(
+        self.defer(
             "UPDATE journal SET attempts=attempts+1, last_error=%s WHERE seq=%s", (error, seq)
         )
 

@@ -55,14 +55,17 @@ class JournalTable:
         path: str | None = None,
         path2: str | None = None,
         durable: bool = False,
-    ) -> int:
-        cur = self.db.execute(
+    ) -> None:
+        self.db.execute(
             "INSERT INTO journal(ns_id, op, ino, path, path2, durable) VALUES (?, ?, ?, ?, ?, ?)",
             (ns_id, op, ino, path, path2, int(durable)),
         )
         self._touched.add(ns_id)
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+
+    def replace_puts(self, ns_id: str, ino: int, paths: list[str], durable: bool) -> None:
+        durable = self.drop_puts(ino) or durable
+        for path in paths:
+            self.enqueue(ns_id, "put", ino=ino, path=path, durable=durable)
 
     def take_touched(self) -> set[str]:
         """Namespaces that got journal entries since the last call."""
