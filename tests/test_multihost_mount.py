@@ -192,6 +192,32 @@ def test_operations_alternating_between_hosts_match_a_model(two: TwoHosts) -> No
         settles(lambda other=other: check(other))
 
 
+def test_the_fsx_model_in_turns_on_both_hosts(two: TwoHosts) -> None:
+    """test_model's seeded fsx-style operations (open handles, pwrite, append,
+    truncate, mmap reads, renames, unlinks, fsync), in turns on one host then
+    the other. At each switch every handle is closed (the promise is
+    close-to-open), and the host taking over must show exactly the model
+    within the promised second before it goes on."""
+    from test_model import FsModel, RandomOps
+
+    roots = (two.a / "projects" / "fsx", two.b / "projects" / "fsx")
+    turns, per_turn = 12, 50
+    model = FsModel(roots[0], "the fsx model in turns on two hosts (seed 1309)")
+    ops = RandomOps(model, random.Random(1309))
+    try:
+        with model.guard():
+            for turn in range(turns + 1):
+                model.close_all()
+                model.root = roots[turn % 2]
+                settles(model.verify_all)
+                if turn < turns:
+                    for _ in range(per_turn):
+                        ops.step()
+    finally:
+        model.forget_fds()  # open fds would keep a failed mount from unmounting
+    assert model.op > turns * per_turn
+
+
 def test_kill_9_of_one_host_loses_nothing_closed_or_fsynced(two: TwoHosts) -> None:
     """Host A is killed with files closed, fsynced and still open; host B keeps
     working meanwhile (its own project, and A's fsynced files); when A mounts
