@@ -82,7 +82,7 @@ QUICK = Sizes(
 class Goal:
     """A row's speed (or size) target; missing it prints MISS but is not a failure."""
 
-    kind: Literal["share", "rate", "slowdown", "below"]  # see judge()
+    kind: Literal["share", "rate", "slowdown", "below", "passthrough"]  # see judge()
     value: float
     text: str  # the target as printed
 
@@ -109,6 +109,11 @@ class Goal:
             if nat and mfs and nat.seconds and mfs.seconds is not None:
                 achieved = mfs.seconds / nat.seconds
                 shown, ok = f"{achieved:.1f}x", achieved <= self.value
+        elif self.kind == "passthrough":  # motionfs rate >= value * the passthrough's rate
+            pt = row.outcomes.get("passthrough")
+            if pt and pt.rate and mfs and mfs.rate is not None:
+                achieved = mfs.rate / pt.rate
+                shown, ok = f"{achieved:.0%} of it", achieved >= self.value
         elif self.kind == "below" and mfs and mfs.figure is not None:  # figure < value (bytes)
             achieved = mfs.figure
             shown, ok = f"{achieved / MiB:,.0f} MiB", achieved < self.value

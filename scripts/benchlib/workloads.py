@@ -31,7 +31,7 @@ from .data import (
 from .runner import Bench
 from .targets import MotionfsTarget, PassthroughTarget, Target
 
-SHARE_75 = Goal("share", 0.75, ">= 75% of native")
+SHARE_90 = Goal("share", 0.9, ">= 90% of native")
 
 
 def sequential(b: Bench, t: Target) -> None:
@@ -48,7 +48,7 @@ def sequential(b: Bench, t: Target) -> None:
         check=lambda _: read_verify(big, mib),  # also when step 2 cannot drop the caches
         amount=mib,
         unit="MiB/s",
-        goal=SHARE_75,
+        goal=SHARE_90,
     )
     b.step(
         t,
@@ -58,7 +58,7 @@ def sequential(b: Bench, t: Target) -> None:
         prepare=t.cold,
         amount=mib,
         unit="MiB/s",
-        goal=SHARE_75,
+        goal=SHARE_90,
     )
     big.unlink(missing_ok=True)
     seconds = b.sizes.pread_seconds
@@ -78,6 +78,7 @@ def sequential(b: Bench, t: Target) -> None:
         amount=lambda ops: float(ops),
         unit="ops/s",
         repeat=False,
+        goal=Goal("passthrough", 1.0, ">= the passthrough's rate"),
     )
     shutil.rmtree(d, ignore_errors=True)
 
@@ -100,7 +101,7 @@ def small_tree(b: Bench, t: Target) -> None:
         check=lambda _: tree.verify(),
         amount=n,
         unit="files/s",
-        goal=Goal("rate", 1500, ">= 1,500 files/s"),
+        goal=Goal("rate", 2000, ">= 2,000 files/s"),
     )
     b.step(
         t,
@@ -110,7 +111,7 @@ def small_tree(b: Bench, t: Target) -> None:
         prepare=cold_tree,
         amount=lambda ops: float(ops),
         unit="ops/s",
-        goal=Goal("rate", 15000, ">= 15,000 ops/s"),
+        goal=Goal("rate", 50000, ">= 50,000 ops/s"),
     )
     b.step(
         t,
@@ -121,7 +122,7 @@ def small_tree(b: Bench, t: Target) -> None:
         check=lambda _: tree.gone(),
         amount=n,
         unit="files/s",
-        goal=Goal("rate", 2000, ">= 2,000 files/s"),
+        goal=Goal("rate", 4000, ">= 4,000 files/s"),
     )
     shutil.rmtree(tree.root, ignore_errors=True)
 
@@ -187,7 +188,7 @@ def git_commit(b: Bench, t: Target) -> None:
     """8: git add -A && git commit of a tree of source-like files (git init untimed)."""
     n = b.sizes.git_files
     label = f"git add -A && git commit, {n:,} files"
-    goal = Goal("slowdown", 8, "<= 8x native time")
+    goal = Goal("slowdown", 4, "<= 4x native time")
     if not shutil.which("git"):
         b.skip(t, "8", label, "FAILED: git is not installed", goal)
         return
