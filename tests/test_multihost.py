@@ -181,6 +181,29 @@ def test_metadata_changes_show_on_the_other_host_within_a_second(hosts: Hosts) -
     hosts.run(body, "a", "b")
 
 
+def test_one_name_made_on_both_hosts_at_once(hosts: Hosts) -> None:
+    """B knows a folder to be empty (it listed it; misses are cached) when A
+    creates a name in it: B's create of that name fails with EEXIST, whether
+    A's notice has reached B yet or not, and both then see A's file."""
+
+    async def body(a: Engine, b: Engine) -> None:
+        p = await project(a.drive)
+        d = (await a.drive.mkdir(p, b"d", 0o755, CTX)).ino
+        await eventually(lambda: lookup(b, p, b"d"))
+        assert b.index.listing(d) == []
+        with fs_error(errno.ENOENT):
+            b.drive.lookup(d, b"x")
+        f = await write_file(a.drive, d, b"x", b"from A")
+        with fs_error(errno.EEXIST):
+            await b.drive.create(d, b"x", 0o644, os.O_WRONLY | os.O_EXCL, CTX)
+        await eventually(lambda: lookup(b, d, b"x"))
+        assert lookup(b, d, b"x") == f
+        assert await read_file(b.drive, f) == b"from A"
+        assert [n for n, _ in a.index.listing(d)] == [b"x"]
+
+    hosts.run(body, "a", "b")
+
+
 def test_last_close_wins_whole_file(hosts: Hosts) -> None:
     """Both hosts rewrite one file; whichever closes last is what both read, whole."""
 
