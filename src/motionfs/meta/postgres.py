@@ -245,7 +245,8 @@ class _BatchCursor(psycopg.ClientCursor[Any]):
 
 
 def _connect(conninfo: str, schema: str, readonly: bool = False) -> psycopg.Connection[Any]:
-    options = f"-c search_path={schema} -c synchronous_commit=off"
+    # UTF8: held writes are rendered here and sent as UTF-8 text.
+    options = f"-c search_path={schema} -c synchronous_commit=off -c client_encoding=UTF8"
     if readonly:
         options += " -c default_transaction_read_only=on"
     try:
@@ -324,6 +325,9 @@ class PgIndex(PgJournal):
                 raise FsError(errno.EIO, str(e)) from e
             log.info("connected to %s again", self.url)
             self._drop_caches()  # what other hosts did meanwhile is unknown
+            # A server that crashed may have lost the log of the blocks we hold
+            # (commits do not wait for the flush): its sequences may give them again.
+            self._free_inos, self._free_gens = [], []
         return self._db
 
     @property
@@ -501,27 +505,41 @@ class PgIndex(PgJournal):
                         (channel_of(self.schema), self.notes.payload(self.me)),
                     )
                 if self._held != ["BEGIN"]:  # nothing held and nothing sent: no trip
-                    self._send(["COMMIT"])
+                    done = self._send(["COMMIT"])
+                    if done.statusmessage != "COMMIT":  # an error was caught and ignored
+                        raise FsError(errno.EIO, f"the write group failed: {done.statusmessage}")
                 self._held = []
             except BaseException:
                 self._held = []
                 self._drop_caches()  # they may hold rolled-back changes
-                if not (db.broken or db.closed) and db.info.transaction_status != IDLE:
-                    with contextlib.suppress(psycopg.Error):
-                        db.execute("ROLLBACK")
+                self._roll_back(db)
                 raise
         except psycopg.errors.DiskFull as e:
             # The operation fails, not the daemon: its caller answers ENOSPC.
             self.on_full()
             raise FsError(errno.ENOSPC, "the index database's disk is full") from e
         except psycopg.errors.UniqueViolation as e:
+            if e.diag.constraint_name != "entries_pkey":
+                raise FsError(errno.EIO, f"the index at {self.url} refused a change: {e}") from e
             # Another host made the same name a moment ago (before its notice came).
             raise FsError(errno.EEXIST, f"made meanwhile by another host: {e}") from e
+        except psycopg.errors.DivisionByZero as e:  # unlink's check, below
+            raise FsError(errno.ESTALE, "changed meanwhile by another host") from e
         except psycopg.OperationalError as e:
             raise FsError(errno.EIO, f"the index at {self.url} failed: {e}") from e
         finally:
             self._depth = 0
             self.notes.clear()
+
+    def _roll_back(self, db: psycopg.Connection[Any]) -> None:
+        """End a failed group; a connection that cannot is closed (the next call
+        connects again), so no later group commits what this one left."""
+        if db.broken or db.closed or db.info.transaction_status == IDLE:
+            return
+        with contextlib.suppress(psycopg.Error, FsError):
+            db.execute("ROLLBACK")
+        if db.info.transaction_status != IDLE:
+            db.close()
 
     def sync(self) -> None:
         """Wait until every commit so far is on the server's disk: a commit that
@@ -702,16 +720,17 @@ class PgIndex(PgJournal):
     def new_generation(self, ino: int, after: int) -> int:
         """From one sequence for every host, a block at a time: no two hosts
         seal the same generation."""
-        while self._free_gens and self._free_gens[-1] <= after:
-            self._free_gens.pop()  # another host's block was drawn after ours
-        if not self._free_gens:
+        while True:
+            while self._free_gens and self._free_gens[-1] <= after:
+                self._free_gens.pop()  # another host's block was drawn after ours
+            if self._free_gens:
+                return self._free_gens.pop()
             self._free_gens = self._numbers("content_gens")
             if self._free_gens[0] <= after:  # numbers given before the sequence (a migration)
-                self._free_gens = []
-                row = self.db.execute("SELECT setval('content_gens', %s)", (after + 1,)).fetchone()
-                assert row is not None
-                return int(row[0])
-        return self._free_gens.pop()
+                self.db.execute(
+                    "SELECT setval('content_gens', greatest(%s, last_value)) FROM content_gens",
+                    (after,),
+                )  # never back: other hosts hold blocks below last_value
 
     def _numbers(self, sequence: str) -> list[int]:
         """NUMBER_BLOCK numbers from a sequence, the smallest last (one round
@@ -797,7 +816,13 @@ class PgIndex(PgJournal):
         ino = self.lookup(parent, name)
         if ino is None:
             return
-        self.defer("DELETE FROM entries WHERE parent=%s AND name=%s", (parent, name))
+        # The name must still be this inode's: another host may have moved
+        # another file onto it a moment ago. If not, 1/0 fails the group (ESTALE).
+        self.defer(
+            "WITH gone AS (DELETE FROM entries WHERE parent=%s AND name=%s AND ino=%s "
+            "RETURNING 1) SELECT 1 / count(*) FROM gone",
+            (parent, name, ino),
+        )
         self._names[(parent, name)] = None
         self._parents.pop(ino, None)
         self.notes.inodes.add(ino)

@@ -87,37 +87,35 @@ class PgJournal:
         path2: str | None = None,
         durable: bool = False,
     ) -> None:
-        lock, lock_args = self._lock(ns_id)
+        self._lock(ns_id)
         self.defer(
             "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
-            f"SELECT %s, %s, %s, %s, %s, %s, %s {'FROM ' + lock if lock else ''}",
-            (ns_id, op, ino, path, path2, durable, self.me, *lock_args),
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (ns_id, op, ino, path, path2, durable, self.me),
         )
         self._queued(ns_id)
 
     def replace_puts(self, ns_id: str, ino: int, paths: list[str], durable: bool) -> None:
         """Drop the pending uploads of `ino` and queue uploads to `paths`, durable
         if this one or a dropped one was: one statement, sent with the group."""
-        lock, lock_args = self._lock(ns_id)
+        self._lock(ns_id)
         self.defer(
             "WITH gone AS (DELETE FROM journal WHERE ino=%s AND op='put' RETURNING durable), "
             "gone_parked AS (DELETE FROM parked WHERE ino=%s AND op='put') "
             "INSERT INTO journal(ns_id, op, ino, path, durable, owner) "
             "SELECT %s, 'put', %s, u.p, %s OR coalesce((SELECT bool_or(durable) FROM gone), "
-            f"false), %s FROM {lock + ', ' if lock else ''}"
-            "unnest(%s::text[]) WITH ORDINALITY AS u(p, n) ORDER BY u.n",
-            (ino, ino, ns_id, ino, durable, self.me, *lock_args, paths),
+            "false), %s FROM unnest(%s::text[]) WITH ORDINALITY AS u(p, n) ORDER BY u.n",
+            (ino, ino, ns_id, ino, durable, self.me, paths),
         )
         self._queued(ns_id)
 
-    def _lock(self, ns_id: str) -> tuple[str, tuple[object, ...]]:
-        """The FROM item that takes the namespace's journal lock, once per group
-        (held until it commits). A FROM item is read before any row is made, so
-        every seq of the insert is drawn under the lock."""
-        if ns_id in self.locked_namespaces:
-            return "", ()
-        self.locked_namespaces.add(ns_id)
-        return "pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id)
+    def _lock(self, ns_id: str) -> None:
+        """Take the namespace's journal lock before the group's first insert
+        into it, held until the group commits: every seq is drawn under it. A
+        statement of its own, sent in the same message as the insert."""
+        if ns_id not in self.locked_namespaces:
+            self.locked_namespaces.add(ns_id)
+            self.defer("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id))
 
     def _queued(self, ns_id: str) -> None:
         self._touched.add(ns_id)
