@@ -195,18 +195,17 @@ class PgJournal:
             "DELETE FROM parked RETURNING seq, ns_id, op, ino, path, path2, durable, owner"
         ).fetchall()
         rows.sort(key=lambda r: int(r[0]))
-        for ns_id in sorted({str(r[1]) for r in rows}):
-            self.db.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, ns_id)
-            )
-        with self.db.cursor() as cur:
+        namespaces = sorted({str(r[1]) for r in rows})
+        for ns_id in namespaces:
+            self._lock(ns_id)
+        with self.db.cursor() as cur:  # the locks go first (`db` sends what is held)
             cur.executemany(
                 "INSERT INTO journal(ns_id, op, ino, path, path2, durable, owner) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 [r[1:] for r in rows],
             )
-        self._touched.update(str(r[1]) for r in rows)
-        self.notes.namespaces.update(str(r[1]) for r in rows)
+        for ns_id in namespaces:
+            self._queued(ns_id)
         return len(rows)
 
     def drop_ops(self, ns_id: str) -> None:
