@@ -62,10 +62,11 @@ smoke test whatever the machine's speed.
 
 The checkpoint workload (`--checkpoints` runs only it; the default run ends with it) has no
 native equivalent and gets its own table: a project of 2,000 files of 512 KiB; checkpoint
-c1; replace one file with 1 MiB of new content; checkpoint c2, which must take under 2 s and
-add under 2 MiB to the store (apparent size of STORE/data, journal drained, like du -sb);
-then `motionfs checkpoint restore P c1`, which must rewrite in the store only the file that
-differs. Those three are reported PASS/FAIL, and a FAIL makes the exit code 1.
+c1, which must take under 2 s; replace one file with 1 MiB of new content; checkpoint c2,
+which must take under 2 s too and add under 2 MiB to the store (apparent size of STORE/data,
+journal drained, like du -sb); then `motionfs checkpoint restore P c1`, which must rewrite in
+the store only the file that differs. Those four are reported PASS/FAIL, and a FAIL makes the
+exit code 1.
 
 The code is in scripts/benchlib/; this file parses the options and runs the workloads.
 """

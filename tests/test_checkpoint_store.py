@@ -14,9 +14,8 @@ from harness import CTX, Harness, ns_of, project, read_file, write_file
 from helpers import sha256_bytes
 from motionfs.core.checkpoints import manifest_path, object_path
 from motionfs.daemon import Engine
-from motionfs.data.journal import Op
 from motionfs.errors import FsError, StoreUnavailable
-from motionfs.meta.records import JournalEntry
+from motionfs.store.host import HostTree
 
 
 def store_usage(h: Harness) -> int:
@@ -193,15 +192,18 @@ def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
         await write_file(drive, p, b"extra", b"x")
         await tree.journal.drain_all()
 
-        apply = tree.journal.apply
+        copy = HostTree.copy
 
-        async def store_down_for_restores(entry: JournalEntry) -> None:
-            # The safety checkpoint gets stored; the restore's copies do not.
-            if entry.op == Op.COPY.value:
+        def store_down_for_restores(
+            self: HostTree, src: str, dst: str, if_missing: bool = False
+        ) -> bool:
+            # The safety checkpoint's objects (kept if missing) get stored; the
+            # restore's copies do not.
+            if not if_missing:
                 raise StoreUnavailable("store went away")
-            await apply(entry)
+            return copy(self, src, dst, if_missing)
 
-        monkeypatch.setattr(tree.journal, "apply", store_down_for_restores)
+        monkeypatch.setattr(HostTree, "copy", store_down_for_restores)
         with pytest.raises(FsError) as err:
             await cps.restore(p, "v1")
         assert err.value.errno == errno.EIO

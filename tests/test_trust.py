@@ -60,6 +60,17 @@ def store_file(drive: Drive, rel: str) -> Path:
     return found[0]
 
 
+def replace_store_file(drive: Drive, host: Path, content: bytes) -> None:
+    """Put a new file with `content` at the store file `host`, and drop the
+    cache's hard link of the old one (other links, a checkpoint's, stay)."""
+    old = os.stat(host)
+    for cached in (drive.store / "cache").iterdir():
+        if os.stat(cached).st_ino == old.st_ino:
+            cached.unlink()
+    host.unlink()
+    host.write_bytes(content)
+
+
 # -- crash during a checkpoint ------------------------------------------------------
 
 
@@ -236,7 +247,9 @@ def test_truncated_store_file_is_eio_and_fsck_repairs_from_a_checkpoint(drive: D
     os.mkdir(project / ".snapshots" / "c1")
     drive.unmount()
     host = store_file(drive, "clip.bin")
-    os.truncate(host, 1000)
+    # A new file at the name (a tool that rewrote it), and the cache's copy gone:
+    # the checkpoint's object, a hard link of the old file, keeps the content.
+    replace_store_file(drive, host, data[:1000])
 
     drive.start()
     with pytest.raises(OSError) as err:
@@ -263,9 +276,7 @@ def test_fsck_full_finds_overwritten_bytes(drive: Drive) -> None:
     os.mkdir(project / ".snapshots" / "c1")  # hashes the file
     drive.unmount()
     host = store_file(drive, "a.bin")
-    with open(host, "r+b") as f:
-        f.seek(100)
-        f.write(b"XXXX")
+    replace_store_file(drive, host, data[:100] + b"XXXX" + data[104:])
     code, report = fsck(drive)
     assert code == 0, problems(report)  # same size: only --full can tell
     code, report = fsck(drive, "--full")
@@ -274,6 +285,36 @@ def test_fsck_full_finds_overwritten_bytes(drive: Drive) -> None:
     assert code == 1, problems(report)
     drive.start()
     assert sha256_file(project / "a.bin") == sha256_bytes(data)
+
+
+@pytest.mark.local_store
+def test_a_checkpoint_shares_content_and_fsck_says_when_both_are_damaged(drive: Drive) -> None:
+    """On the local store a checkpoint's object is a hard link of the file it
+    was taken from (store files are never written in place), so a checkpoint
+    costs no copy; bytes damaged in place are then damaged in both, and fsck
+    says so rather than "repairing" one from the other."""
+    project = drive.project("p")
+    data = random.Random(11).randbytes(64 * KIB)
+    (project / "a.bin").write_bytes(data)
+    (project / "b.bin").write_bytes(data[:1000])
+    os.mkdir(project / ".snapshots" / "c1")
+    (project / "b.bin").write_bytes(b"new content")  # a new store file; c1 keeps the old
+    assert (project / ".snapshots" / "c1" / "b.bin").read_bytes() == data[:1000]
+    drive.unmount()
+    host = store_file(drive, "a.bin")
+    objects = list((host.parent / ".chuk-motion" / "objects").glob(f"*/{sha256_bytes(data)}"))
+    assert len(objects) == 1
+    assert os.stat(objects[0]).st_ino == os.stat(host).st_ino
+
+    with open(host, "r+b") as f:  # damage in place: every name of the file
+        f.seek(100)
+        f.write(b"XXXX")
+    code, report = fsck(drive, "--full", "--repair")
+    assert code == 4, problems(report)
+    found = problems(report)
+    assert any("a.bin" in p and "no good copy anywhere" in p for p in found), found
+    assert any("no other copy" in p for p in found), found
+    assert not any("copied again" in p or "copied back" in p for p in found), found
 
 
 # -- orphans, temp files and a lost index ------------------------------------------------

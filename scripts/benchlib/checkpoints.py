@@ -18,7 +18,7 @@ CKPT_PROJECT = "ckpt"  # the checkpoint workload's own project folder
 CKPT_FILE = 512 * KiB  # size of each of its files
 CKPT_DIRS = 40
 CKPT_CHANGE = MiB  # the changed file's new content
-CKPT_SECONDS = 2.0  # the second checkpoint must take under this
+CKPT_SECONDS = 2.0  # either checkpoint must take under this (the first one shares, not copies)
 CKPT_GROWTH = 2 * MiB  # and add under this to the store
 # Checkpoint bookkeeping in a project's store namespace; a restore's own writes there (the
 # safety checkpoint's manifest and objects) are not rewrites of the project.
@@ -134,7 +134,13 @@ def checkpoints(b: Bench, t: Target) -> None:
         )
 
         seconds = timed(lambda: (snapshots / "c1").mkdir())
-        add("checkpoint c1 (mkdir P/.snapshots/c1)", fmt_time(seconds), number=seconds)
+        add(
+            "checkpoint c1 (mkdir P/.snapshots/c1)",
+            fmt_time(seconds),
+            f"< {CKPT_SECONDS:g} s",
+            "PASS" if seconds < CKPT_SECONDS else missing,
+            seconds,
+        )
 
         changed_rel = changed.relative_to(project)
         new_content = os.urandom(CKPT_CHANGE)

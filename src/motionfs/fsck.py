@@ -287,7 +287,7 @@ class Fsck:
             problem = await self._check_bytes(ns_id, object_path(sha), size, sha)
             if problem is None:
                 continue
-            source = self._live_copy(ns_id, sha)
+            source = await self._live_copy(ns_id, sha, size)
             if source is not None:
                 self._queue_op(ns_id, Op.REMOVE, object_path(sha))
                 self._queue_op(ns_id, Op.KEEP, source, object_path(sha))
@@ -299,12 +299,16 @@ class Fsck:
                     f"{problem}; no other copy (checkpoints using it cannot restore that file)",
                 )
 
-    def _live_copy(self, ns_id: str, sha: str) -> str | None:
+    async def _live_copy(self, ns_id: str, sha: str, size: int) -> str | None:
+        """A live file's store path that holds this object's content intact.
+
+        Checked like the object itself: on a local store the object is usually
+        a hard link of a live file, and then the same damage."""
         for node in self.index.inodes_with_sha(ns_id, sha):
             if node.stored_gen == node.content_gen and node.nlink > 0:
-                paths = self.tree.store_paths(node)
-                if paths:
-                    return paths[0]
+                for path in self.tree.store_paths(node):
+                    if await self._check_bytes(ns_id, path, size, sha) is None:
+                        return path
         return None
 
     def _checkpoints(self) -> None:

@@ -104,9 +104,11 @@ class Checkpoints:
         for _ in range(STABLE_TRIES):
             await self.content.seal_namespace(ns_id)
             await self.content.wait_stored(ns_id)
-            for _p, _pi, _n, node in list(self._walk(project.ino)):
-                if node.is_reg and node.content_gen == node.stored_gen:
-                    await self.content.ensure_sha256(node)
+            await self.content.hash_all(
+                node
+                for _p, _pi, _n, node in list(self._walk(project.ino))
+                if node.content_gen == node.stored_gen
+            )
             if all(
                 node.content_gen == node.stored_gen and (node.sha256 or node.content_gen == 0)
                 for _p, _pi, _n, node in self._walk(project.ino)
@@ -246,8 +248,8 @@ class Checkpoints:
         project, _ns = self._project(project_ino)
         old = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, a)).items()}
         if b is None:
-            for _p, _pi, _n, node in list(self._walk(project.ino)):
-                await self.content.ensure_sha256(node)  # compare content, not "not hashed yet"
+            # Compare content, not "not hashed yet".
+            await self.content.hash_all([node for _p, _pi, _n, node in self._walk(project.ino)])
             new = self._live_tree(project)
         else:
             new = {p: sig for p, (_e, sig) in self._cp_tree(self.get(project_ino, b)).items()}

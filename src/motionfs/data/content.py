@@ -19,7 +19,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from motionfs.store.backend import file_sha256
 from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
+HASHERS = 2  # files hashed at once (checkpoints): this machine kind's cores
 PAGE_GENS_MAX = 100_000  # inodes whose page-cache generation is remembered
 
 
@@ -404,20 +405,48 @@ class Content:
         """
         if inode.sha256 is not None or not inode.is_reg or inode.content_gen == 0:
             return inode
-        await self.ensure_cached(inode)
-        gen = inode.content_gen
-        try:
-            f = open(self.cache.source(inode.ino, gen), "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return self._node(inode.ino)  # replaced or evicted meanwhile: try later
-        with f:
-            digest = await trio.to_thread.run_sync(file_sha256, f)
-        current = self._node(inode.ino)
-        if current.content_gen == gen and current.sha256 is None:
+        await self.hash_all([inode])
+        return self._node(inode.ino)
+
+    async def hash_all(self, inodes: Iterable[Inode]) -> None:
+        """Compute the content hash of every file among `inodes` that has none.
+
+        HASHERS files at a time (hashlib lets go of the GIL, so they use as
+        many cores), recorded in one transaction. A file replaced or evicted
+        meanwhile keeps no hash: its caller looks again. The first error (a
+        store that cannot give content back) is raised as it is, after the
+        hashes found are recorded.
+        """
+        todo = [n for n in inodes if n.is_reg and n.sha256 is None and n.content_gen != 0]
+        found: list[tuple[int, int, str]] = []
+        errors: list[Exception] = []
+
+        async def hasher(share: list[Inode]) -> None:
+            try:
+                for inode in share:
+                    await self.ensure_cached(inode)
+                    gen = inode.content_gen
+                    try:
+                        f = open(self.cache.source(inode.ino, gen), "rb")  # noqa: SIM115
+                    except FileNotFoundError:
+                        continue
+                    with f:
+                        digest = await trio.to_thread.run_sync(file_sha256, f)
+                    found.append((inode.ino, gen, digest))
+            except Exception as e:  # not an ExceptionGroup for the caller
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(HASHERS):
+                nursery.start_soon(hasher, todo[k::HASHERS])
+        if found:
             with self.index.transaction():
-                self.index.update(inode.ino, sha256=digest)
-            current = self._node(inode.ino)
-        return current
+                for ino, gen, digest in found:
+                    current = self.index.get(ino)
+                    if current and current.content_gen == gen and current.sha256 is None:
+                        self.index.update(ino, sha256=digest)
+        if errors:
+            raise errors[0]
 
     # -- ranged reads (remote stores) ------------------------------------------------
 

@@ -63,9 +63,9 @@ class Op(StrEnum):
     READY = "ready"  # checkpoint `path` has every object: make it visible
 
 
-# What a namespace on this disk applies in runs, on the trio thread (see
-# Journal._apply_inline); everything else goes one entry at a time.
-HOST_OPS = {Op.PUT, Op.MKDIR, Op.REMOVE, Op.MOVE}
+# What a namespace on this disk applies in runs (see Journal._apply_inline);
+# everything else goes one entry at a time.
+HOST_OPS = {Op.PUT, Op.MKDIR, Op.REMOVE, Op.MOVE, Op.COPY, Op.KEEP}
 
 
 def _change(e: JournalEntry, src: tuple[BinaryIO, int] | None) -> Change | None:
@@ -255,7 +255,8 @@ class Journal:
         Links, renames and unlinks take microseconds: they run right here, a
         slice at a time. A Python worker thread would cost more than the work,
         since every system call the FUSE loop makes meanwhile waits for the GIL
-        to come back. Durable uploads (fsync) wait for the disk in a thread.
+        to come back. Durable uploads (fsync) wait for the disk in a thread, and
+        so do copies (usually a link, but a copy of a large file when not).
         """
         sources: list[tuple[BinaryIO, int] | None] = []
         results: list[bool] = []
@@ -277,7 +278,7 @@ class Journal:
                         src = self._open_source(e) if Op(e.op) is Op.PUT else None
                         sources.append(src)
                         change = _change(e, src)
-                        if change is not None and e.durable:
+                        if change is not None and (e.durable or isinstance(change, Copy)):
                             await trio.to_thread.run_sync(run.apply, change)
                         elif change is not None:
                             run.apply(change)

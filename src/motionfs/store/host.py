@@ -47,6 +47,7 @@ from motionfs.store.hostfs import (
     ROOT_FLAGS,
     copy_fd,
     entry_size,
+    link_over,
     link_source,
     lstat_at,
     move_sidecar,
@@ -253,8 +254,13 @@ class HostTree:
             replace_via_temp(*at, fill)
 
     def copy(self, src: str, dst: str, if_missing: bool = False) -> bool:
-        """Copy the file `src` to `dst`, atomically replacing it; False if `src`
-        is missing.
+        """Put the content of the file `src` at `dst`, atomically replacing it;
+        False if `src` is missing.
+
+        `dst` becomes a hard link of `src` when it can (same disk, below the
+        link limit), else a copy: store files are never written in place, so
+        sharing is safe, and a checkpoint of a 1 GiB project costs links
+        rather than a gigabyte of copying.
 
         With if_missing an existing file `dst` of `src`'s size is kept
         (content-addressed objects): a different size is a leftover and is
@@ -262,8 +268,11 @@ class HostTree:
         """
         with self._parent(src) as at:
             sfd = None if at is None else open_file(*at)
-        if sfd is None:
-            return if_missing and self.exists(dst)
+            if sfd is None:
+                return if_missing and self.exists(dst)
+            assert at is not None
+            # Our own fd of src's folder: a batch may close the fds it keeps.
+            s_dir, s_name = os.dup(at[0]), at[1]
         try:
             size = os.fstat(sfd).st_size
             with self._parent(dst, create=True) as d_at:
@@ -272,10 +281,12 @@ class HostTree:
                     st = lstat_at(*d_at)
                     if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size:
                         return True
-                replace_via_temp(*d_at, functools.partial(copy_fd, sfd))
+                if not link_over(sfd, s_dir, s_name, *d_at):
+                    replace_via_temp(*d_at, functools.partial(copy_fd, sfd))
             return True
         finally:
             os.close(sfd)
+            os.close(s_dir)
 
     def mkdirs(self, path: str) -> None:
         fd = self._open_dir(parts(path), create=True)

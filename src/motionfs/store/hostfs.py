@@ -105,6 +105,37 @@ def link_source(source: BinaryIO, dfd: int, tmp: str) -> bool:
     return True
 
 
+def link_over(sfd: int, s_dfd: int, s_name: str, d_dfd: int, d_name: str) -> bool:
+    """Make `d_name` a hard link of the open file `sfd` (named `s_name`),
+    atomically replacing what is there; False when that cannot be done
+    (another disk, a link limit, the name is another file now).
+
+    Only for store files: they are never written in place, so two names of
+    one file stay two names of the same bytes.
+    """
+    st = os.fstat(sfd)
+    there = lstat_at(d_dfd, d_name)
+    if there is not None and (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino):
+        return True  # rename(2) would leave both names: nothing to do anyway
+    tmp = temp_name(d_name)
+    try:
+        os.link(s_name, tmp, src_dir_fd=s_dfd, dst_dir_fd=d_dfd, follow_symlinks=False)
+    except OSError:
+        return False
+    linked = lstat_at(d_dfd, tmp)
+    if linked is None or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=d_dfd)
+        return False
+    try:
+        os.replace(tmp, d_name, src_dir_fd=d_dfd, dst_dir_fd=d_dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=d_dfd)
+        raise
+    return True
+
+
 def copy_fd(src: int, dst: int) -> None:
     """Copy the whole file `src` into the empty file `dst` (in the kernel when it can)."""
     size = os.fstat(src).st_size
