@@ -86,6 +86,31 @@ def test_api_and_mount_see_each_other(drive: Any, tmp_path: Path) -> None:
     asyncio.run(body())
 
 
+@pytest.mark.local_store  # hard links are the local store's
+def test_writes_through_the_project_vfs_leave_checkpoints_alone(drive: Any) -> None:
+    """A checkpoint's objects share their bytes with the store's files on a
+    local store: the VFS the API hands out replaces a file, never rewrites it."""
+    project = drive.project("film")
+    (project / "Root.tsx").write_bytes(b"export const v = 1;")
+    os.mkdir(project / ".snapshots" / "v1")
+    ns = os.getxattr(project, "user.motion.namespace_id").decode()
+    objects = list(drive.store.glob("data/ns/*/.chuk-motion/objects/*/*"))
+    assert [o.read_bytes() for o in objects] == [b"export const v = 1;"]
+
+    async def body() -> None:
+        async with ArtifactStorageManager(store=drive.store) as api:
+            vfs = await api.get_project_vfs(ns)
+            assert await vfs.write_file("/Root.tsx", b"changed by the API")
+            done = await vfs.batch_write_files({"/Root.tsx": b"twice", "/New.tsx": b"new"})
+            assert [r.success for r in done] == [True, True]
+            assert await vfs.read_file("/Root.tsx") == b"twice"
+
+    asyncio.run(body())
+    assert [o.read_bytes() for o in objects] == [b"export const v = 1;"]
+    assert (project / ".snapshots" / "v1" / "Root.tsx").read_bytes() == b"export const v = 1;"
+    assert (project / "Root.tsx").read_bytes() == b"export const v = 1;"  # the cache's copy
+
+
 @pytest.mark.local_store  # the API starts a store by its directory: a local store
 def test_api_without_a_mount_then_mount(make_drive: Any, tmp_path: Path) -> None:
     """Nothing mounted: the API runs the engine itself; a later mount shows its work."""

@@ -219,7 +219,7 @@ class ArtifactStorageManager:
             await storage.start()
             self._readers.append(storage)
             await storage.attach(record)
-            self._vfs[namespace_id] = storage.vfs(namespace_id)
+            self._vfs[namespace_id] = storage.user_vfs(namespace_id)
         return self._vfs[namespace_id]
 
     async def list_projects(

@@ -35,6 +35,7 @@ import hashlib
 import os
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +46,7 @@ from chuk_artifacts import NamespaceType as ChukNamespaceType
 from chuk_artifacts import StorageScope as ChukStorageScope
 from chuk_virtual_fs import AsyncVirtualFileSystem
 from chuk_virtual_fs.providers import register_provider
+from chuk_virtual_fs.providers.filesystem import AsyncFilesystemStorageProvider
 
 from motionfs.errors import StoreUnavailable
 from motionfs.meta.records import NamespaceRecord
@@ -81,6 +83,39 @@ def _registry(store: ArtifactStore) -> dict[str, tuple[AsyncVirtualFileSystem, C
     namespaces: dict[str, tuple[AsyncVirtualFileSystem, ChukNamespaceInfo]]
     namespaces = store._namespace._namespaces
     return namespaces
+
+
+class NoInPlaceWrites(AsyncFilesystemStorageProvider):
+    """The filesystem provider, but no file's bytes are ever changed in place.
+
+    Its writes rewrite an existing file in place, but a local store's files
+    share their bytes with the cache and with checkpoint objects (hard links;
+    motionfs itself never writes them in place), so such a write would change
+    those too. Here a write replaces the file through a temp file and a rename
+    (the provider's own `stream_write`). Its copies never overwrite.
+    """
+
+    async def _is_file(self, path: str) -> bool:
+        info = await self.get_node_info(path)
+        return info is not None and not info.is_dir
+
+    async def write_file(self, path: str, content: bytes) -> bool:
+        if not await self._is_file(path):
+            return False  # as the provider's: a file is made with create_node first
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield content
+
+        return bool(await self.stream_write(path, chunks()))
+
+    async def batch_write(self, operations: list[tuple[str, bytes]]) -> list[bool]:
+        done = []
+        for path, content in operations:
+            if await self._is_file(path):
+                done.append(await self.write_file(path, content))
+            else:  # a new file: nothing shares it
+                done.extend(await super().batch_write([(path, content)]))
+        return done
 
 
 class Storage:
@@ -302,6 +337,14 @@ class Storage:
         disk: blocking calls cheap enough to run on the caller's thread."""
         backend = self.backend(ns_id)
         return backend.tree if isinstance(backend, HostBackend) else None
+
+    def user_vfs(self, ns_id: str) -> AsyncVirtualFileSystem:
+        """The namespace's VFS for the API's users: on a local store its writes
+        never change a file in place (see NoInPlaceWrites)."""
+        vfs = self.vfs(ns_id)
+        if type(vfs.provider) is AsyncFilesystemStorageProvider:
+            vfs.provider.__class__ = NoInPlaceWrites  # the library made it; only writes differ
+        return vfs
 
     def vfs(self, ns_id: str) -> AsyncVirtualFileSystem:
         try:
