@@ -456,13 +456,28 @@ class Index(JournalTable):
     def _links(
         self, where: str, params: tuple[object, ...], order: str = ""
     ) -> list[tuple[int, bytes, Inode]]:
-        """(parent, name, inode) of the entries matching `where`, in one query."""
+        """(parent, name, inode) of the entries matching `where`, in one query.
+
+        The inodes come from the cache where it has them (this engine is the
+        index's only writer, so they are current) and go into it otherwise:
+        building an Inode costs more than its row (most of a cold `ls -l`).
+        """
         rows = self.db.execute(
             f"SELECT e.parent, e.name, {JOINED_INODE_COLUMNS} FROM entries e "
             f"JOIN inodes i ON i.ino=e.ino WHERE {where} {order}",
             params,
-        )
-        return [(int(r[0]), bytes(r[1]), _inode(r[2:])) for r in rows]
+        ).fetchall()
+        cache = self._inodes
+        if len(cache) + len(rows) > INODE_CACHE_MAX:
+            cache.clear()
+            self._parents.clear()
+        out = []
+        for r in rows:
+            node = cache.get(r[2])
+            if node is None:
+                node = cache[r[2]] = _inode(r[2:])
+            out.append((int(r[0]), bytes(r[1]), node))
+        return out
 
     def listing(self, parent: int) -> list[tuple[bytes, Inode]]:
         """A directory's entries with their inodes, in name order."""
