@@ -95,7 +95,14 @@ from motionfs.meta.postgres_hosts import (
     read_host_id,
 )
 from motionfs.meta.postgres_journal import JOURNAL_SCHEMA, Params, PgJournal
-from motionfs.meta.records import Inode, NamespaceRecord
+from motionfs.meta.records import (
+    INODE_FIELD_ORDER,
+    Inode,
+    NamespaceRecord,
+    changed_inode,
+    inode_from_row,
+    inode_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +173,8 @@ INODE_COLUMNS = (
     "role, area, scope, ns_id, content_gen, stored_gen, sha256"
 )
 JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split(","))
-INODE_FIELDS_ORDER = tuple(Inode.model_fields)
-INODE_FIELDS = frozenset(INODE_FIELDS_ORDER)
-INODE_CACHE_MAX = 200_000  # as the SQLite engine: a hot lookup is a dict hit
+INODE_FIELDS = frozenset(INODE_FIELD_ORDER)
+INODE_CACHE_MAX = 100_000  # as the SQLite engine: a hot lookup is a dict hit
 NUMBER_BLOCK = 64  # inode numbers or content generations taken from a sequence at a time
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server fails a call, never hangs it
 
@@ -177,7 +183,7 @@ IDLE = TransactionStatus.IDLE
 
 
 def _inode(row: tuple[Any, ...]) -> Inode:
-    return Inode.model_construct(**dict(zip(INODE_FIELDS_ORDER, row, strict=True)))
+    return inode_from_row(row)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -654,10 +660,15 @@ class PgIndex(PgJournal):
         row = self.ask(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=%s", (ino,)).fetchone()
         if row is None:
             return None
-        if len(self._inodes) >= INODE_CACHE_MAX:
+        return self._cache(_inode(row))
+
+    def _cache(self, inode: Inode) -> Inode:
+        """Keep `inode` in the inode cache, which never holds more than
+        INODE_CACHE_MAX (emptied when full: memory stays bounded)."""
+        if len(self._inodes) >= INODE_CACHE_MAX and inode.ino not in self._inodes:
             self._inodes.clear()
             self._parents.clear()
-        inode = self._inodes[ino] = _inode(row)
+        self._inodes[inode.ino] = inode
         return inode
 
     @staticmethod
@@ -674,7 +685,7 @@ class PgIndex(PgJournal):
         row = {**fields} if given else {"ino": self._new_ino(), **fields}
         marks = ", ".join("%s" for _ in row)
         self.defer(f"INSERT INTO inodes({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
-        inode = Inode(**row)  # type: ignore[arg-type]
+        inode = inode_of(dict(Inode.model_validate(row)))  # a wrong field fails here
         if given:  # the layout's fixed inodes: never hand this number out again
             self.db.execute(
                 "SELECT setval('inode_numbers', greatest(%s, "
@@ -687,7 +698,7 @@ class PgIndex(PgJournal):
         if len(self._bare) >= INODE_CACHE_MAX or len(self._complete) >= INODE_CACHE_MAX:
             self._bare.clear()
             self._complete.clear()
-        self._inodes[inode.ino] = inode
+        self._cache(inode)
         self._parents[inode.ino] = []  # a new number: nothing links to it yet
         self._bare.add(inode.ino)  # nor has it xattrs
         if inode.is_dir:
@@ -705,7 +716,7 @@ class PgIndex(PgJournal):
         self.notes.inodes.add(ino)
         cached = self._inodes.get(ino)
         if cached is not None:  # a new object: callers may hold the old one
-            self._inodes[ino] = cached.model_copy(update=fields)
+            self._inodes[ino] = changed_inode(cached, fields)
 
     def delete_inode(self, ino: int) -> None:
         """Forget the inode and its xattrs."""
@@ -851,7 +862,8 @@ class PgIndex(PgJournal):
         self._make_room(len(found))
         for name, node in found:  # a listing's lookups and getattrs need no trip
             self._names[(parent, name)] = node.ino
-            self._inodes.setdefault(node.ino, node)
+            if node.ino not in self._inodes:
+                self._cache(node)
         self._complete.add(parent)  # and a miss in it neither
         return found
 

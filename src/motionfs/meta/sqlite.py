@@ -27,7 +27,13 @@ from pathlib import Path
 
 from motionfs.errors import FsError
 from motionfs.meta.engine import CheckpointCatalog, IndexUnusable, MetaEngine
-from motionfs.meta.records import Inode, NamespaceRecord
+from motionfs.meta.records import (
+    Inode,
+    NamespaceRecord,
+    changed_inode,
+    inode_from_row,
+    inode_of,
+)
 from motionfs.meta.sqlite_checkpoints import CHECKPOINT_SCHEMA, CheckpointIndex
 from motionfs.meta.sqlite_journal import JOURNAL_SCHEMA, JournalTable
 
@@ -91,8 +97,7 @@ JOINED_INODE_COLUMNS = ", ".join(f"i.{c.strip()}" for c in INODE_COLUMNS.split("
 
 
 def _inode(row: sqlite3.Row | tuple[object, ...]) -> Inode:
-    names = Inode.model_fields.keys()
-    return Inode.model_construct(**dict(zip(names, row, strict=True)))
+    return inode_from_row(tuple(row))
 
 
 class WalCheckpointer:
@@ -128,7 +133,7 @@ class WalCheckpointer:
 
 
 # Inodes kept in memory (a hot-path lookup costs a dict hit instead of a query).
-INODE_CACHE_MAX = 200_000
+INODE_CACHE_MAX = 100_000
 
 
 class Index(JournalTable):
@@ -357,10 +362,16 @@ class Index(JournalTable):
         row = self.db.execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE ino=?", (ino,)).fetchone()
         if row is None:
             return None
-        if len(self._inodes) >= INODE_CACHE_MAX:
+        return self._cache(_inode(row))
+
+    def _cache(self, inode: Inode) -> Inode:
+        """Keep `inode` in the inode cache, which never holds more than
+        INODE_CACHE_MAX (emptied when full: the daemon's memory stays bounded
+        at any file count)."""
+        if len(self._inodes) >= INODE_CACHE_MAX and inode.ino not in self._inodes:
             self._inodes.clear()
             self._parents.clear()
-        inode = self._inodes[ino] = _inode(row)
+        self._inodes[inode.ino] = inode
         return inode
 
     def create_inode(self, **fields: object) -> Inode:
@@ -375,15 +386,15 @@ class Index(JournalTable):
             inode = self.get(ino)
             assert inode is not None
             return inode
-        inode = self._inodes[ino] = Inode(ino=ino, **fields)  # type: ignore[arg-type]
-        return inode
+        checked = Inode.model_validate({"ino": ino, **fields})  # a wrong field fails here
+        return self._cache(inode_of(dict(checked)))
 
     def update(self, ino: int, **fields: object) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE inodes SET {sets} WHERE ino=?", (*fields.values(), ino))
         cached = self._inodes.get(ino)
         if cached is not None:  # a new object: callers may hold the old one
-            self._inodes[ino] = cached.model_copy(update=fields)
+            self._inodes[ino] = changed_inode(cached, fields)
 
     def new_generation(self, ino: int, after: int) -> int:
         """The next number: one host, and the cache names content per inode."""
@@ -467,15 +478,11 @@ class Index(JournalTable):
             f"JOIN inodes i ON i.ino=e.ino WHERE {where} {order}",
             params,
         ).fetchall()
-        cache = self._inodes
-        if len(cache) + len(rows) > INODE_CACHE_MAX:
-            cache.clear()
-            self._parents.clear()
         out = []
         for r in rows:
-            node = cache.get(r[2])
+            node = self._inodes.get(r[2])
             if node is None:
-                node = cache[r[2]] = _inode(r[2:])
+                node = self._cache(_inode(r[2:]))
             out.append((int(r[0]), bytes(r[1]), node))
         return out
 
