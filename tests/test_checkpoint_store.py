@@ -192,18 +192,18 @@ def test_a_restore_cut_short_by_a_store_outage_and_a_crash_completes_on_restart(
         await write_file(drive, p, b"extra", b"x")
         await tree.journal.drain_all()
 
-        copy = HostTree.copy
+        share = HostTree.share  # every copy in the local store starts here
 
         def store_down_for_restores(
             self: HostTree, src: str, dst: str, if_missing: bool = False
-        ) -> bool:
+        ) -> bool | None:
             # The safety checkpoint's objects (kept if missing) get stored; the
             # restore's copies do not.
             if not if_missing:
                 raise StoreUnavailable("store went away")
-            return copy(self, src, dst, if_missing)
+            return share(self, src, dst, if_missing)
 
-        monkeypatch.setattr(HostTree, "copy", store_down_for_restores)
+        monkeypatch.setattr(HostTree, "share", store_down_for_restores)
         with pytest.raises(FsError) as err:
             await cps.restore(p, "v1")
         assert err.value.errno == errno.EIO

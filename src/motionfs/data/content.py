@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import trio
 
@@ -41,7 +41,12 @@ from motionfs.store.storage import Storage
 
 log = logging.getLogger(__name__)
 HASHERS = 2  # files hashed at once (checkpoints): this machine kind's cores
+HASH_BATCH = 32  # files hashed per trip to a worker thread
 PAGE_GENS_MAX = 100_000  # inodes whose page-cache generation is remembered
+
+
+def _hash_each(files: list[BinaryIO]) -> list[str]:
+    return [file_sha256(f) for f in files]
 
 
 class Names(Protocol):
@@ -412,10 +417,11 @@ class Content:
         """Compute the content hash of every file among `inodes` that has none.
 
         HASHERS files at a time (hashlib lets go of the GIL, so they use as
-        many cores), recorded in one transaction. A file replaced or evicted
-        meanwhile keeps no hash: its caller looks again. The first error (a
-        store that cannot give content back) is raised as it is, after the
-        hashes found are recorded.
+        many cores), HASH_BATCH files per trip to a worker thread (a trip
+        costs more than hashing a small file), recorded in one transaction.
+        A file replaced or evicted meanwhile keeps no hash: its caller looks
+        again. The first error (a store that cannot give content back) is
+        raised as it is, after the hashes found are recorded.
         """
         todo = [n for n in inodes if n.is_reg and n.sha256 is None and n.content_gen != 0]
         found: list[tuple[int, int, str]] = []
@@ -423,16 +429,21 @@ class Content:
 
         async def hasher(share: list[Inode]) -> None:
             try:
-                for inode in share:
-                    await self.ensure_cached(inode)
-                    gen = inode.content_gen
-                    try:
-                        f = open(self.cache.source(inode.ino, gen), "rb")  # noqa: SIM115
-                    except FileNotFoundError:
-                        continue
-                    with f:
-                        digest = await trio.to_thread.run_sync(file_sha256, f)
-                    found.append((inode.ino, gen, digest))
+                for start in range(0, len(share), HASH_BATCH):
+                    with contextlib.ExitStack() as files:
+                        batch: list[tuple[int, int, BinaryIO]] = []
+                        for inode in share[start : start + HASH_BATCH]:
+                            await self.ensure_cached(inode)
+                            gen = inode.content_gen
+                            with contextlib.suppress(FileNotFoundError):
+                                f = files.enter_context(
+                                    open(self.cache.source(inode.ino, gen), "rb")
+                                )
+                                batch.append((inode.ino, gen, f))
+                        digests = await trio.to_thread.run_sync(_hash_each, [f for *_, f in batch])
+                    found.extend(
+                        (ino, gen, d) for (ino, gen, _f), d in zip(batch, digests, strict=True)
+                    )
             except Exception as e:  # not an ExceptionGroup for the caller
                 errors.append(e)
 

@@ -256,7 +256,7 @@ class Journal:
         slice at a time. A Python worker thread would cost more than the work,
         since every system call the FUSE loop makes meanwhile waits for the GIL
         to come back. Durable uploads (fsync) wait for the disk in a thread, and
-        so do copies (usually a link, but a copy of a large file when not).
+        so does a copy that cannot be a link (a large file's bytes).
         """
         sources: list[tuple[BinaryIO, int] | None] = []
         results: list[bool] = []
@@ -278,10 +278,8 @@ class Journal:
                         src = self._open_source(e) if Op(e.op) is Op.PUT else None
                         sources.append(src)
                         change = _change(e, src)
-                        if change is not None and (e.durable or isinstance(change, Copy)):
+                        if change is not None and (e.durable or not run.apply_if_cheap(change)):
                             await trio.to_thread.run_sync(run.apply, change)
-                        elif change is not None:
-                            run.apply(change)
                         results.append(isinstance(change, Put))  # stored content
                     except Exception as exc:
                         error = exc

@@ -84,7 +84,7 @@ def inode_from_row(row: Sequence[Any]) -> Inode:
 
 def changed_inode(inode: Inode, changes: Mapping[str, object]) -> Inode:
     """A new Inode: `inode` with `changes` (callers may hold the old one)."""
-    return inode_of({**dict(inode), **changes})
+    return inode_of({**{f: getattr(inode, f) for f in INODE_FIELD_ORDER}, **changes})
 
 
 class JournalEntry(BaseModel):

@@ -266,6 +266,24 @@ class HostTree:
         (content-addressed objects): a different size is a leftover and is
         replaced. When `src` is gone, an existing `dst` is kept (True).
         """
+        shared = self.share(src, dst, if_missing)
+        if shared is not None:
+            return shared
+        with self._parent(src) as at:
+            sfd = None if at is None else open_file(*at)
+        if sfd is None:
+            return if_missing and self.exists(dst)
+        try:
+            with self._parent(dst, create=True) as d_at:
+                assert d_at is not None
+                replace_via_temp(*d_at, functools.partial(copy_fd, sfd))
+            return True
+        finally:
+            os.close(sfd)
+
+    def share(self, src: str, dst: str, if_missing: bool = False) -> bool | None:
+        """`copy` without copying bytes: `dst` linked to `src` or kept; None
+        when only a copy can do it (another disk, the link limit)."""
         with self._parent(src) as at:
             sfd = None if at is None else open_file(*at)
             if sfd is None:
@@ -281,9 +299,7 @@ class HostTree:
                     st = lstat_at(*d_at)
                     if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size:
                         return True
-                if not link_over(sfd, s_dir, s_name, *d_at):
-                    replace_via_temp(*d_at, functools.partial(copy_fd, sfd))
-            return True
+                return True if link_over(sfd, s_dir, s_name, *d_at) else None
         finally:
             os.close(sfd)
             os.close(s_dir)
@@ -431,6 +447,19 @@ class HostTree:
             case Write(path, data):
                 self.write_small(path, data)
         return None
+
+    def apply_if_cheap(self, change: Change) -> bool:
+        """Apply `change` now if it needs no copy of bytes (all but some
+        copies); False, doing nothing, if it does."""
+        if isinstance(change, Copy):
+            shared = self.share(change.src, change.dst, change.if_missing)
+            if shared is None:
+                return False
+            if not shared:
+                raise SourceMissing(f"copy {change.src} -> {change.dst}: the source is missing")
+            return True
+        self.apply(change)
+        return True
 
     def put_file(
         self, path: str, source: Path | BinaryIO, durable: bool = False, sealed: bool = False
