@@ -199,6 +199,36 @@ def test_copy_if_missing_recopies_a_leftover_of_another_size(tmp_path: Path) -> 
     with_storage(tmp_path, body)
 
 
+def test_a_local_copy_is_a_link_and_falls_back_to_copying_the_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store files are never written in place, so a copy shares the file; when
+    a link cannot be made (another disk, the link limit) the bytes are copied,
+    and replacing the source afterwards leaves the copy as it was."""
+    tree = host_tree(tmp_path)
+    tree.write_small("/src", b"content")
+    assert tree.copy("/src", "/objects/a")
+    assert os.stat(tree.root / "objects" / "a").st_ino == os.stat(tree.root / "src").st_ino
+    assert tree.copy("/src", "/objects/a")  # already that file: nothing to do, no temp left
+    assert sorted(os.listdir(tree.root / "objects")) == ["a"]
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert tree.share("/src", "/objects/b") is None
+    assert not (tree.root / "objects" / "b").exists()
+    assert tree.copy("/src", "/objects/b")
+    assert (tree.root / "objects" / "b").read_bytes() == b"content"
+    assert os.stat(tree.root / "objects" / "b").st_ino != os.stat(tree.root / "src").st_ino
+    monkeypatch.undo()
+
+    tree.write_small("/src", b"new content")  # a new file at the name, as every write
+    assert (tree.root / "objects" / "a").read_bytes() == b"content"
+    assert (tree.root / "objects" / "b").read_bytes() == b"content"
+    assert sorted(os.listdir(tree.root / "objects")) == ["a", "b"]
+
+
 def test_copy_if_missing_recopies_a_leftover_on_s3(tmp_path: Path, s3_server: S3Server) -> None:
     async def body(storage: Storage, ns: str) -> None:
         await storage.write_small(ns, "/src", b"content")
