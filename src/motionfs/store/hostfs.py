@@ -97,6 +97,12 @@ def link_source(source: BinaryIO, dfd: int, tmp: str) -> bool:
         os.link(name, tmp, dst_dir_fd=dfd)
     except (OSError, ValueError, TypeError, AttributeError):
         return False
+    return _is_link_of(dfd, tmp, st)
+
+
+def _is_link_of(dfd: int, tmp: str, st: os.stat_result) -> bool:
+    """Whether the link just made at `tmp` is the file `st` (a name can be
+    another file by the time it is linked); if not, it is removed."""
     linked = lstat_at(dfd, tmp)
     if linked is None or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
         with contextlib.suppress(FileNotFoundError):
@@ -122,10 +128,7 @@ def link_over(sfd: int, s_dfd: int, s_name: str, d_dfd: int, d_name: str) -> boo
         os.link(s_name, tmp, src_dir_fd=s_dfd, dst_dir_fd=d_dfd, follow_symlinks=False)
     except OSError:
         return False
-    linked = lstat_at(d_dfd, tmp)
-    if linked is None or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=d_dfd)
+    if not _is_link_of(d_dfd, tmp, st):
         return False
     try:
         os.replace(tmp, d_name, src_dir_fd=d_dfd, dst_dir_fd=d_dfd)
